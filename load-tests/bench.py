@@ -159,6 +159,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def split_base_url(spec: str) -> tuple[str, str]:
+    """ "label=http://host:port" or just the URL."""
+    label, sep, url = spec.partition("=")
+    if sep and "://" not in label:
+        return label, url
+    return "", spec
+
+
 def require_loopback(url: str) -> None:
     host = httpx.URL(url).host
     if host not in {"127.0.0.1", "localhost", "::1"} and not host.startswith("127."):
@@ -1007,10 +1015,7 @@ def mode_cases(args: argparse.Namespace, load: Load, report: dict[str, Any]) -> 
     with stack:
         if args.base_url:
             for spec in args.base_url:
-                label, _, url = (
-                    spec.rpartition("=") if "=" in spec.split("://")[0] else ("", "", spec)
-                )
-                require_loopback(url)
+                label, url = split_base_url(spec)
                 t = Target(label or url, url.rstrip("/"), args.email, args.password, dsn=args.dsn)
                 t.login()
                 targets.append((t, None))
@@ -1229,6 +1234,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown cases: {', '.join(sorted(unknown))}")
     if args.connections < args.threads:
         p.error("--connections must be at least --threads")
+    for spec in args.base_url:
+        require_loopback(split_base_url(spec)[1])
     return args
 
 

@@ -1,0 +1,72 @@
+"""The benchmark runner works end to end: Postgres, one keelson process, wrk on every case."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "load-tests" / "bench.py"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+EVERY_CASE = {"hello", "health", "login", "me", "items", "create", "login-under-load"}
+
+
+@pytest.fixture(scope="module")
+def wrk() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        message = "wrk is not installed (Debian: apt-get install wrk)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+@pytest.mark.slow
+def test_runner_measures_every_case_without_errors(wrk: str, tmp_path: Path) -> None:
+    report_path = tmp_path / "bench.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH),
+            "--duration",
+            "2",
+            "--warmup",
+            "0",
+            # Few connections: 32 parallel argon2 logins would not finish one in a 2 s run.
+            "--connections",
+            "4",
+            "--probe-connections",
+            "2",
+            "--items",
+            "200",
+            "--json",
+            str(report_path),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "WRK": wrk},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    report = json.loads(report_path.read_text())
+    (server,) = report["servers"]
+    cases = server["cases"]
+    assert set(cases) == EVERY_CASE
+    for name, case in cases.items():
+        assert case["rps"] > 0, name
+        assert case["non_2xx"] == 0, name
+        assert sum(case["socket_errors"].values()) == 0, name
+    logins = cases["login-under-load"]["extra"]["login"]
+    assert logins["requests"] > 0
+    assert logins["non_2xx"] == 0
+    assert "req/s" in result.stdout  # the table was printed
