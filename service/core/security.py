@@ -1,0 +1,134 @@
+"""Password hashing (argon2id, off the event loop) and signed access tokens (PyJWT, HS256)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from service.core.config import Settings
+
+JWT_ALGORITHM = (
+    "HS256"  # pinned: the decoder accepts nothing else, so alg=none/RS-HS confusion fails
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordCheck:
+    valid: bool
+    new_hash: str | None = None  # set when the stored hash used outdated parameters
+
+
+class PasswordHashing:
+    """argon2id with parameters from config.
+
+    Hashing costs ~64 MiB and tens of milliseconds of CPU, so it runs in a small dedicated pool:
+    the event loop stays free and the pool size bounds memory under a login flood.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._hasher = PasswordHasher(
+            time_cost=settings.argon2_time_cost,
+            memory_cost=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
+            hash_len=32,
+            salt_len=16,
+            type=Type.ID,
+        )
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.argon2_max_concurrency, thread_name_prefix="argon2"
+        )
+        self._dummy_hash: str | None = None
+
+    async def _run[T](self, func: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    async def hash(self, password: str) -> str:
+        return await self._run(self._hasher.hash, password)
+
+    def _check(self, stored_hash: str, password: str) -> PasswordCheck:
+        try:
+            self._hasher.verify(stored_hash, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return PasswordCheck(valid=False)
+        if self._hasher.check_needs_rehash(stored_hash):
+            return PasswordCheck(valid=True, new_hash=self._hasher.hash(password))
+        return PasswordCheck(valid=True)
+
+    async def verify(self, stored_hash: str, password: str) -> PasswordCheck:
+        return await self._run(self._check, stored_hash, password)
+
+    async def verify_dummy(self, password: str) -> None:
+        """Spend the time of a real check, so a response never reveals whether an email exists."""
+        if self._dummy_hash is None:
+            self._dummy_hash = await self.hash("keelson-dummy-password")
+        await self._run(self._check, self._dummy_hash, password)
+
+    async def warm_up(self) -> None:
+        """Compute the dummy hash at start-up, not on the first unknown-email login."""
+        await self.verify_dummy("warm-up")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class InvalidToken(Exception):
+    """The token is malformed, expired, signed with another key or meant for another purpose."""
+
+
+class TokenCodec:
+    """Issues and checks HS256 JWTs; `exp`, `iat`, `sub`, `iss` and `aud` are mandatory."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._key = settings.secret_key.get_secret_value()
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self.access_ttl = timedelta(minutes=settings.access_token_expire_minutes)
+        self.reset_ttl = timedelta(hours=settings.email_reset_token_expire_hours)
+
+    def encode(
+        self,
+        subject: str,
+        ttl: timedelta,
+        *,
+        audience: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        now = datetime.now(UTC)
+        claims: dict[str, Any] = {
+            **(extra or {}),
+            "sub": subject,
+            "iat": now,
+            "exp": now + ttl,
+            "iss": self._issuer,
+            "aud": audience or self._audience,
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, self._key, algorithm=JWT_ALGORITHM)
+
+    def decode(self, token: str, *, audience: str | None = None) -> dict[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._key,
+                algorithms=[JWT_ALGORITHM],
+                audience=audience or self._audience,
+                issuer=self._issuer,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(str(exc)) from exc
+        if not isinstance(claims.get("sub"), str):
+            raise InvalidToken("sub must be a string")
+        return claims
+
+    def create_access_token(self, user_id: uuid.UUID) -> str:
+        return self.encode(str(user_id), self.access_ttl)
