@@ -1,0 +1,100 @@
+"""Dependencies shared by the API routes: settings, crypto helpers, and the authenticated user."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+
+from service.core.config import Settings
+from service.core.db import SessionDep as SessionDep  # re-exported for the routes
+from service.core.errors import Forbidden, Unauthorized
+from service.core.mailer import Mailer
+from service.core.security import InvalidToken, PasswordHashing, TokenCodec
+from service.users import repository
+from service.users.models import User
+
+# auto_error=False: a missing token is answered by our own 401 problem, not FastAPI's 403.
+_bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/login/access-token", auto_error=False)
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _passwords(request: Request) -> PasswordHashing:
+    passwords: PasswordHashing = request.app.state.passwords
+    return passwords
+
+
+def _tokens(request: Request) -> TokenCodec:
+    tokens: TokenCodec = request.app.state.tokens
+    return tokens
+
+
+def _mailer(request: Request) -> Mailer:
+    mailer: Mailer = request.app.state.mailer
+    return mailer
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+PasswordsDep = Annotated[PasswordHashing, Depends(_passwords)]
+TokensDep = Annotated[TokenCodec, Depends(_tokens)]
+MailerDep = Annotated[Mailer, Depends(_mailer)]
+
+
+class InvalidCredentials(Unauthorized):
+    def __init__(self) -> None:
+        super().__init__("Could not validate credentials")
+
+
+class NotAuthenticated(Unauthorized):
+    def __init__(self) -> None:
+        super().__init__("Not authenticated")
+
+
+class InactiveUser(Forbidden):
+    def __init__(self) -> None:
+        super().__init__("Inactive user")
+
+
+class SuperuserRequired(Forbidden):
+    def __init__(self) -> None:
+        super().__init__("The user doesn't have enough privileges")
+
+
+async def _current_user(
+    request: Request,
+    session: SessionDep,
+    tokens: TokensDep,
+    token: Annotated[str | None, Depends(_bearer)],
+) -> User:
+    if not token:
+        raise NotAuthenticated
+    try:
+        claims = tokens.decode(token)
+        user_id = uuid.UUID(claims["sub"])
+    except (InvalidToken, ValueError):
+        raise InvalidCredentials from None
+    user = await repository.get_user(session, user_id)
+    if user is None:  # deleted since the token was issued: the token is as good as revoked
+        raise InvalidCredentials
+    if not user.is_active:
+        raise InactiveUser
+    request.state.user_id = str(user.id)
+    return user
+
+
+CurrentUser = Annotated[User, Depends(_current_user)]
+
+
+async def _current_superuser(user: CurrentUser) -> User:
+    if not user.is_superuser:
+        raise SuperuserRequired
+    return user
+
+
+SuperUser = Annotated[User, Depends(_current_superuser)]

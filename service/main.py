@@ -1,0 +1,80 @@
+"""The application factory: wiring only (settings, middleware, routers, errors, lifespan)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from service import __version__
+from service.api.ops import router as ops_router
+from service.api.v1 import api_router
+from service.core import metrics
+from service.core.config import Settings, load_settings
+from service.core.db import Database, install_db_error_handlers
+from service.core.errors import install_error_handlers
+from service.core.logging import configure_logging
+from service.core.mailer import Mailer
+from service.core.request_context import RequestContextMiddleware, route_templates
+from service.core.security import PasswordHashing, TokenCodec
+from service.core.tables import discover_models
+
+API_PREFIX = "/api/v1"
+log = structlog.get_logger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if app.state.db is None:
+        app.state.db = Database.from_settings(settings)
+    await app.state.passwords.warm_up()
+    metrics.DB_POOL_SIZE.set(settings.db_pool_size)
+    log.info("startup", version=__version__, environment=settings.environment.value)
+    try:
+        yield
+    finally:
+        await app.state.db.dispose()
+        app.state.passwords.close()
+        log.info("shutdown_complete")
+
+
+def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    configure_logging(settings)
+    discover_models()
+    metrics.BUILD_INFO.labels(__version__, settings.git_commit).set(1)
+
+    app = FastAPI(
+        title=settings.project_name,
+        version=__version__,
+        openapi_url=f"{API_PREFIX}/openapi.json" if settings.docs_enabled else None,
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = database
+    app.state.passwords = PasswordHashing(settings)
+    app.state.tokens = TokenCodec(settings)
+    app.state.mailer = Mailer(settings)
+
+    install_error_handlers(app)
+    install_db_error_handlers(app)
+    app.include_router(api_router, prefix=API_PREFIX)
+    app.include_router(ops_router)
+    app.state.route_templates = route_templates(app.routes)
+
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_credentials=True,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["X-Request-ID"],
+    )
+    app.add_middleware(RequestContextMiddleware)  # outermost: sees every request and every 500
+    return app

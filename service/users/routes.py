@@ -1,0 +1,90 @@
+"""HTTP routes for /users (template-compatible)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from service.api.deps import CurrentUser, PasswordsDep, SessionDep, SuperUser
+from service.core.schemas import Message
+from service.users import service
+from service.users.schemas import (
+    UpdatePassword,
+    UserCreate,
+    UserPublic,
+    UserRegister,
+    UsersPublic,
+    UserUpdate,
+    UserUpdateMe,
+)
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+Skip = Annotated[int, Query(ge=0, le=1_000_000)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+@router.get("/", response_model=UsersPublic)
+async def read_users(
+    session: SessionDep, _: SuperUser, skip: Skip = 0, limit: Limit = 100
+) -> UsersPublic:
+    users, count = await service.list_users(session, skip=skip, limit=limit)
+    return UsersPublic(data=[UserPublic.model_validate(u) for u in users], count=count)
+
+
+@router.post("/", response_model=UserPublic)
+async def create_user(
+    session: SessionDep, passwords: PasswordsDep, _: SuperUser, body: UserCreate
+) -> UserPublic:
+    return UserPublic.model_validate(await service.create_user(session, passwords, body))
+
+
+@router.get("/me", response_model=UserPublic)
+async def read_user_me(user: CurrentUser) -> UserPublic:
+    return UserPublic.model_validate(user)
+
+
+@router.delete("/me", response_model=Message)
+async def delete_user_me(session: SessionDep, user: CurrentUser) -> Message:
+    await service.delete_me(session, user)
+    return Message(message="User deleted successfully")
+
+
+@router.patch("/me", response_model=UserPublic)
+async def update_user_me(session: SessionDep, user: CurrentUser, body: UserUpdateMe) -> UserPublic:
+    return UserPublic.model_validate(await service.update_me(session, user, body))
+
+
+@router.patch("/me/password", response_model=Message)
+async def update_password_me(
+    session: SessionDep, passwords: PasswordsDep, user: CurrentUser, body: UpdatePassword
+) -> Message:
+    await service.change_my_password(session, passwords, user, body)
+    return Message(message="Password updated successfully")
+
+
+@router.post("/signup", response_model=UserPublic)
+async def register_user(
+    session: SessionDep, passwords: PasswordsDep, body: UserRegister
+) -> UserPublic:
+    return UserPublic.model_validate(await service.create_user(session, passwords, body))
+
+
+@router.get("/{user_id}", response_model=UserPublic)
+async def read_user_by_id(session: SessionDep, user: CurrentUser, user_id: uuid.UUID) -> UserPublic:
+    return UserPublic.model_validate(await service.get_visible_user(session, user, user_id))
+
+
+@router.patch("/{user_id}", response_model=UserPublic)
+async def update_user(
+    session: SessionDep, passwords: PasswordsDep, _: SuperUser, user_id: uuid.UUID, body: UserUpdate
+) -> UserPublic:
+    return UserPublic.model_validate(await service.update_user(session, passwords, user_id, body))
+
+
+@router.delete("/{user_id}", response_model=Message)
+async def delete_user(session: SessionDep, actor: SuperUser, user_id: uuid.UUID) -> Message:
+    await service.delete_user(session, actor, user_id)
+    return Message(message="User deleted successfully")

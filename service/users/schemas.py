@@ -1,0 +1,67 @@
+"""What the users API accepts and returns; hashed_password never appears here."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+Email = Annotated[EmailStr, Field(max_length=255)]
+Password = Annotated[str, Field(min_length=8, max_length=128)]
+FullName = Annotated[str, StringConstraints(max_length=255)]
+
+
+class _Input(BaseModel):
+    """Request bodies reject unknown fields: a typo or an `is_superuser` smuggled in is a 422."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserCreate(_Input):
+    email: Email
+    password: Password
+    full_name: FullName | None = None
+    is_active: bool = True
+    is_superuser: bool = False
+
+
+class UserRegister(_Input):
+    email: Email
+    password: Password
+    full_name: FullName | None = None
+
+
+class UserUpdate(_Input):
+    email: Email | None = None
+    password: Password | None = None
+    full_name: FullName | None = None
+    is_active: bool | None = None
+    is_superuser: bool | None = None
+
+
+class UserUpdateMe(_Input):
+    full_name: FullName | None = None
+    email: Email | None = None
+
+
+class UpdatePassword(_Input):
+    current_password: Password
+    new_password: Password
+
+
+class UserPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    email: EmailStr
+    is_active: bool = True
+    is_superuser: bool = False
+    full_name: str | None = None
+    created_at: datetime | None = None
+
+
+class UsersPublic(BaseModel):
+    data: list[UserPublic]
+    count: int

@@ -1,0 +1,136 @@
+"""Rules about accounts: who may see, change and delete which user."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from service.core.errors import BadRequest, Conflict, Forbidden, NotFound
+from service.core.security import PasswordHashing
+from service.users import repository
+from service.users.models import User
+from service.users.schemas import (
+    UpdatePassword,
+    UserCreate,
+    UserRegister,
+    UserUpdate,
+    UserUpdateMe,
+)
+
+
+class EmailAlreadyRegistered(Conflict):
+    def __init__(self) -> None:
+        super().__init__("The user with this email already exists in the system")
+
+
+class UserNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("The user with this id does not exist in the system")
+
+
+class NotEnoughPrivileges(Forbidden):
+    def __init__(self) -> None:
+        super().__init__("The user doesn't have enough privileges")
+
+
+class SuperuserSelfDelete(Forbidden):
+    def __init__(self) -> None:
+        super().__init__("Super users are not allowed to delete themselves")
+
+
+class IncorrectPassword(BadRequest):
+    def __init__(self) -> None:
+        super().__init__("Incorrect password")
+
+
+class SamePassword(BadRequest):
+    def __init__(self) -> None:
+        super().__init__("New password cannot be the same as the current one")
+
+
+async def _insert(session: AsyncSession, user: User) -> User:
+    try:
+        return await repository.add_user(session, user)
+    except repository.EmailTaken:
+        raise EmailAlreadyRegistered from None
+
+
+async def create_user(
+    session: AsyncSession, passwords: PasswordHashing, data: UserCreate | UserRegister
+) -> User:
+    fields = data.model_dump(exclude={"password"})
+    user = User(**fields, hashed_password=await passwords.hash(data.password))
+    return await _insert(session, user)
+
+
+async def list_users(session: AsyncSession, *, skip: int, limit: int) -> tuple[Sequence[User], int]:
+    return await repository.list_users(session, skip=skip, limit=limit)
+
+
+async def get_visible_user(session: AsyncSession, viewer: User, user_id: uuid.UUID) -> User:
+    """A user sees itself; only a superuser sees others (and learns whether they exist)."""
+    if user_id == viewer.id:
+        return viewer
+    if not viewer.is_superuser:
+        raise NotEnoughPrivileges
+    user = await repository.get_user(session, user_id)
+    if user is None:
+        raise UserNotFound
+    return user
+
+
+async def _save(session: AsyncSession, user: User, changes: dict[str, object]) -> User:
+    try:
+        return await repository.save_user(session, user, changes)
+    except repository.EmailTaken:
+        raise EmailAlreadyRegistered from None
+
+
+def _changes(data: UserUpdate | UserUpdateMe) -> dict[str, object]:
+    """Fields the client sent. A null for a required column means "leave it" (as in the template);
+    full_name is optional, so a null clears it."""
+    sent = data.model_dump(exclude_unset=True, exclude={"password"})
+    return {k: v for k, v in sent.items() if v is not None or k == "full_name"}
+
+
+async def update_me(session: AsyncSession, user: User, data: UserUpdateMe) -> User:
+    return await _save(session, user, _changes(data))
+
+
+async def change_my_password(
+    session: AsyncSession, passwords: PasswordHashing, user: User, data: UpdatePassword
+) -> None:
+    check = await passwords.verify(user.hashed_password, data.current_password)
+    if not check.valid:
+        raise IncorrectPassword
+    if data.current_password == data.new_password:
+        raise SamePassword
+    await _save(session, user, {"hashed_password": await passwords.hash(data.new_password)})
+
+
+async def update_user(
+    session: AsyncSession, passwords: PasswordHashing, user_id: uuid.UUID, data: UserUpdate
+) -> User:
+    user = await repository.get_user(session, user_id)
+    if user is None:
+        raise UserNotFound
+    changes = _changes(data)
+    if data.password is not None:
+        changes["hashed_password"] = await passwords.hash(data.password)
+    return await _save(session, user, changes)
+
+
+async def delete_me(session: AsyncSession, user: User) -> None:
+    if user.is_superuser:
+        raise SuperuserSelfDelete
+    await repository.delete_user(session, user.id)
+
+
+async def delete_user(session: AsyncSession, actor: User, user_id: uuid.UUID) -> None:
+    if user_id == actor.id:
+        raise SuperuserSelfDelete
+    if await repository.get_user(session, user_id) is None:
+        raise UserNotFound
+    await repository.delete_user(session, user_id)
