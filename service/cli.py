@@ -1,0 +1,169 @@
+"""The `keelson` command: serve, migrate, seed, dev (embedded Postgres), check-config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+import structlog
+import uvicorn
+from alembic import command
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from service.core.config import ConfigError, Environment, Settings, load_settings
+from service.core.db import session_factory
+from service.core.logging import configure_logging
+from service.core.migrations import alembic_config
+from service.core.security import PasswordHashing
+from service.core.tables import discover_models
+from service.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
+
+log = structlog.get_logger("keelson.cli")
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """uvicorn re-raises SIGTERM after its graceful shutdown; exit 0 then, so Kubernetes (and
+    `finally` blocks such as stopping the embedded Postgres) see a clean stop."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+    from service.main import create_app
+
+    settings.sqlalchemy_url  # noqa: B018 - fail before binding the port if DATABASE_URL is missing
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host or settings.server_host,
+        port=port or settings.server_port,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        lifespan="on",
+    )
+    _exit_cleanly_on_sigterm()
+    uvicorn.Server(config).run()
+
+
+def migrate(settings: Settings) -> None:
+    url = settings.sqlalchemy_url.render_as_string(hide_password=False)
+    command.upgrade(alembic_config(url), "head")
+    log.info("migrated", to="head")
+
+
+async def _seed(settings: Settings) -> bool:
+    from service.users.repository import insert_user_if_absent
+
+    discover_models()
+    passwords = PasswordHashing(settings)
+    engine = create_async_engine(settings.sqlalchemy_url)
+    try:
+        async with session_factory(engine)() as session:
+            created = await insert_user_if_absent(
+                session,
+                {
+                    "email": str(settings.first_superuser),
+                    "hashed_password": await passwords.hash(
+                        settings.first_superuser_password.get_secret_value()
+                    ),
+                    "is_superuser": True,
+                    "is_active": True,
+                    "full_name": "Administrator",
+                },
+            )
+            await session.commit()
+            return created
+    finally:
+        passwords.close()
+        await engine.dispose()
+
+
+def seed(settings: Settings) -> None:
+    created = asyncio.run(_seed(settings))
+    log.info("seeded", superuser=str(settings.first_superuser), created=created)
+
+
+def dev(settings: Settings, *, port: int | None) -> None:
+    """Everything a developer needs from a checkout: a database, the schema, a user, a server."""
+    if settings.environment is not Environment.LOCAL:
+        raise ConfigError("`keelson dev` runs only with ENVIRONMENT=local")
+    overrides: dict[str, object] = {"server_host": "127.0.0.1"}
+    if "log_format" not in settings.model_fields_set:
+        overrides["log_format"] = "console"
+    _exit_cleanly_on_sigterm()
+    embedded = EmbeddedPostgres()
+    try:
+        if settings.database_url is None:
+            url = embedded.start()
+            log.info("embedded_postgres_started", kind=embedded.kind, url=url)
+            overrides["database_url"] = url
+        settings = load_settings(**{**settings.model_dump(exclude_unset=True), **overrides})
+        configure_logging(settings)
+        migrate(settings)
+        seed(settings)
+        log.info(
+            "dev_ready",
+            docs=f"http://127.0.0.1:{port or settings.server_port}/docs",
+            login=str(settings.first_superuser),
+        )
+        serve(settings, port=port)
+    finally:
+        embedded.stop()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="keelson", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = sub.add_parser("serve", help="run the HTTP server (one process)")
+    serve_cmd.add_argument("--host", help="bind address (default: SERVER_HOST)")
+    serve_cmd.add_argument("--port", type=int, help="port (default: SERVER_PORT)")
+    sub.add_parser("migrate", help="upgrade the database schema to head (advisory-locked)")
+    sub.add_parser("seed", help="create FIRST_SUPERUSER if it does not exist")
+    dev_cmd = sub.add_parser(
+        "dev", help="embedded Postgres (if DATABASE_URL is unset) + migrate + seed + serve"
+    )
+    dev_cmd.add_argument("--port", type=int, help="port (default: SERVER_PORT)")
+    sub.add_parser("check-config", help="validate the configuration and exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        configure_logging(settings)
+        match args.command:
+            case "serve":
+                serve(settings, host=args.host, port=args.port)
+            case "migrate":
+                migrate(settings)
+            case "seed":
+                seed(settings)
+            case "dev":
+                dev(settings, port=args.port)
+            case "check-config":
+                print("configuration OK")
+    except ConfigError as error:
+        print(f"keelson: {error}", file=sys.stderr)
+        return 2
+    except EmbeddedPostgresError as error:
+        print(f"keelson: cannot start the embedded PostgreSQL: {error}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
