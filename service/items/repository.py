@@ -6,8 +6,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select
-from sqlmodel import col
+from sqlalchemy import delete, func
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.items.models import Item
@@ -27,8 +27,8 @@ async def list_items(
         page = page.where(col(Item.owner_id) == owner_id)
         count = count.where(col(Item.owner_id) == owner_id)
     page = page.order_by(col(Item.created_at).desc(), col(Item.id).desc()).offset(skip).limit(limit)
-    rows = (await session.execute(page)).scalars().all()
-    total = (await session.execute(count)).scalar_one()
+    rows = (await session.exec(page)).all()
+    total = (await session.exec(count)).one()
     return rows, total
 
 
@@ -47,4 +47,4 @@ async def save_item(session: AsyncSession, item: Item, changes: dict[str, Any]) 
 
 
 async def delete_item(session: AsyncSession, item_id: uuid.UUID) -> None:
-    await session.execute(delete(Item).where(col(Item.id) == item_id))
+    await session.exec(delete(Item).where(col(Item.id) == item_id))

@@ -6,10 +6,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.users.models import User
@@ -30,19 +30,19 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
 
 
 async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
-    result = await session.execute(select(User).where(func.lower(col(User.email)) == email.lower()))
-    return result.scalar_one_or_none()
+    result = await session.exec(select(User).where(func.lower(col(User.email)) == email.lower()))
+    return result.first()
 
 
 async def list_users(session: AsyncSession, *, skip: int, limit: int) -> tuple[Sequence[User], int]:
-    count = (await session.execute(select(func.count()).select_from(User))).scalar_one()
-    rows = await session.execute(
+    count = (await session.exec(select(func.count()).select_from(User))).one()
+    rows = await session.exec(
         select(User)
         .order_by(col(User.created_at).desc(), col(User.id).desc())
         .offset(skip)
         .limit(limit)
     )
-    return rows.scalars().all(), count
+    return rows.all(), count
 
 
 async def add_user(session: AsyncSession, user: User) -> User:
@@ -72,7 +72,7 @@ async def save_user(session: AsyncSession, user: User, changes: dict[str, Any]) 
 
 async def delete_user(session: AsyncSession, user_id: uuid.UUID) -> None:
     """Items go with the user through the ON DELETE CASCADE foreign key."""
-    await session.execute(delete(User).where(col(User.id) == user_id))
+    await session.exec(delete(User).where(col(User.id) == user_id))
 
 
 async def insert_user_if_absent(session: AsyncSession, values: dict[str, Any]) -> bool:
@@ -83,5 +83,5 @@ async def insert_user_if_absent(session: AsyncSession, values: dict[str, Any]) -
         .on_conflict_do_nothing(index_elements=[func.lower(col(User.email))])
         .returning(col(User.id))
     )
-    result = await session.execute(statement)
+    result = await session.exec(statement)
     return result.first() is not None
