@@ -1,0 +1,258 @@
+{{/* Names, labels and the shared pieces every Keelson template uses. */}}
+
+{{/* Chart name, overridable with nameOverride. */}}
+{{- define "keelson.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Release-qualified name used for every object; 63 characters at most (DNS label). */}}
+{{- define "keelson.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the hook-time objects the migration Job reads (they exist before the release's own). */}}
+{{- define "keelson.migrateName" -}}
+{{- printf "%s-migrate" (include "keelson.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "keelson.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "keelson.labels" -}}
+helm.sh/chart: {{ include "keelson.chart" . }}
+{{ include "keelson.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: keelson
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels that identify this release's objects; stable for the life of the release. */}}
+{{- define "keelson.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "keelson.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The API server pods: what the Service, PDB, NetworkPolicy and ServiceMonitor select. */}}
+{{- define "keelson.serverSelectorLabels" -}}
+{{ include "keelson.selectorLabels" . }}
+app.kubernetes.io/component: server
+{{- end }}
+
+{{- define "keelson.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "keelson.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Image reference: repository:tag, or repository@digest when a digest pins it. */}}
+{{- define "keelson.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the Secret holding DATABASE_URL, SECRET_KEY, FIRST_SUPERUSER_PASSWORD (and SMTP_PASSWORD). */}}
+{{- define "keelson.secretName" -}}
+{{- default (include "keelson.fullname" .) .Values.secret.existingSecret }}
+{{- end }}
+
+{{/*
+Non-secret settings, keyed by the service's environment variable names (service/core/config.py).
+One definition feeds both the release ConfigMap and the migration hook's own ConfigMap, so the
+Job and the pods always see the same configuration.
+*/}}
+{{- define "keelson.configData" -}}
+ENVIRONMENT: {{ .Values.config.environment | quote }}
+PROJECT_NAME: {{ .Values.config.projectName | quote }}
+DOCS_ENABLED: {{ .Values.config.docsEnabled | quote }}
+ACCESS_TOKEN_EXPIRE_MINUTES: {{ .Values.config.accessTokenExpireMinutes | int | quote }}
+EMAIL_RESET_TOKEN_EXPIRE_HOURS: {{ .Values.config.emailResetTokenExpireHours | int | quote }}
+JWT_ISSUER: {{ .Values.config.jwtIssuer | quote }}
+JWT_AUDIENCE: {{ .Values.config.jwtAudience | quote }}
+FIRST_SUPERUSER: {{ .Values.config.firstSuperuser | quote }}
+FRONTEND_HOST: {{ .Values.config.frontendHost | quote }}
+BACKEND_CORS_ORIGINS: {{ join "," .Values.config.backendCorsOrigins | quote }}
+LOG_LEVEL: {{ .Values.config.logLevel | quote }}
+LOG_FORMAT: {{ .Values.config.logFormat | quote }}
+SERVER_HOST: {{ .Values.server.host | quote }}
+SERVER_PORT: {{ .Values.server.port | int | quote }}
+FORWARDED_ALLOW_IPS: {{ .Values.server.forwardedAllowIps | quote }}
+SHUTDOWN_TIMEOUT_S: {{ .Values.lifecycle.shutdownTimeoutSeconds | int | quote }}
+READINESS_TIMEOUT_S: {{ .Values.config.readinessTimeoutSeconds | quote }}
+DB_POOL_SIZE: {{ .Values.database.poolSize | int | quote }}
+DB_MAX_OVERFLOW: {{ .Values.database.maxOverflow | int | quote }}
+DB_POOL_TIMEOUT_S: {{ .Values.database.poolTimeoutSeconds | quote }}
+DB_POOL_RECYCLE_S: {{ .Values.database.poolRecycleSeconds | int | quote }}
+DB_POOL_PRE_PING: {{ .Values.database.poolPrePing | quote }}
+DB_STATEMENT_TIMEOUT_MS: {{ .Values.database.statementTimeoutMs | int | quote }}
+DB_CONNECT_TIMEOUT_S: {{ .Values.database.connectTimeoutSeconds | quote }}
+ARGON2_MEMORY_KIB: {{ .Values.config.argon2.memoryKib | int | quote }}
+ARGON2_TIME_COST: {{ .Values.config.argon2.timeCost | int | quote }}
+ARGON2_PARALLELISM: {{ .Values.config.argon2.parallelism | int | quote }}
+ARGON2_MAX_CONCURRENCY: {{ .Values.config.argon2.maxConcurrency | int | quote }}
+{{- if .Values.smtp.host }}
+SMTP_HOST: {{ .Values.smtp.host | quote }}
+SMTP_PORT: {{ .Values.smtp.port | int | quote }}
+SMTP_USER: {{ .Values.smtp.user | quote }}
+SMTP_TLS: {{ .Values.smtp.tls | quote }}
+SMTP_SSL: {{ .Values.smtp.ssl | quote }}
+SMTP_TIMEOUT_S: {{ .Values.smtp.timeoutSeconds | quote }}
+EMAILS_FROM_EMAIL: {{ .Values.smtp.fromEmail | quote }}
+EMAILS_FROM_NAME: {{ .Values.smtp.fromName | quote }}
+{{- end }}
+{{- range $name, $value := .Values.config.otel }}
+{{ $name }}: {{ $value | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Secret settings (stringData) when the chart manages the Secret. */}}
+{{- define "keelson.secretData" -}}
+DATABASE_URL: {{ .Values.secret.databaseUrl | quote }}
+SECRET_KEY: {{ .Values.secret.secretKey | quote }}
+FIRST_SUPERUSER_PASSWORD: {{ .Values.secret.firstSuperuserPassword | quote }}
+{{- if .Values.secret.smtpPassword }}
+SMTP_PASSWORD: {{ .Values.secret.smtpPassword | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment of every keelson container: the ConfigMap wholesale, then each secret key by name
+(so a missing key in an existingSecret is an error the kubelet reports, not a silent default).
+Call with (dict "root" $ "configMap" NAME "secret" NAME).
+*/}}
+{{- define "keelson.env" -}}
+envFrom:
+  - configMapRef:
+      name: {{ .configMap }}
+env:
+  - name: DATABASE_URL
+    valueFrom:
+      secretKeyRef:
+        name: {{ .secret }}
+        key: DATABASE_URL
+  - name: SECRET_KEY
+    valueFrom:
+      secretKeyRef:
+        name: {{ .secret }}
+        key: SECRET_KEY
+  - name: FIRST_SUPERUSER_PASSWORD
+    valueFrom:
+      secretKeyRef:
+        name: {{ .secret }}
+        key: FIRST_SUPERUSER_PASSWORD
+  - name: SMTP_PASSWORD
+    valueFrom:
+      secretKeyRef:
+        name: {{ .secret }}
+        key: SMTP_PASSWORD
+        optional: true
+  {{- with .root.Values.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+
+{{/* Container security context shared by the server, the migration Job and the test pod. */}}
+{{- define "keelson.containerSecurityContext" -}}
+{{- toYaml .Values.securityContext }}
+{{- end }}
+
+{{/* Pod security context shared by every keelson pod. */}}
+{{- define "keelson.podSecurityContext" -}}
+{{- toYaml .Values.podSecurityContext }}
+{{- end }}
+
+{{/*
+Peak number of server pods during a rollout: the most replicas the chart can run
+(autoscaling.maxReplicas, or replicaCount without autoscaling) plus the Deployment's maxSurge
+(an integer, or a percentage of those replicas rounded up as Kubernetes does).
+*/}}
+{{- define "keelson.maxReplicas" -}}
+{{- if .Values.autoscaling.enabled }}{{ .Values.autoscaling.maxReplicas | int }}{{ else }}{{ .Values.replicaCount | int }}{{ end }}
+{{- end }}
+
+{{- define "keelson.maxSurge" -}}
+{{- $replicas := include "keelson.maxReplicas" . | int }}
+{{- $surge := .Values.rollingUpdate.maxSurge }}
+{{- if kindIs "string" $surge }}
+{{- $pct := trimSuffix "%" $surge | int }}
+{{- div (add (mul $replicas $pct) 99) 100 }}
+{{- else }}
+{{- $surge | int }}
+{{- end }}
+{{- end }}
+
+{{/* terminationGracePeriodSeconds = preStop sleep + SHUTDOWN_TIMEOUT_S + margin (see docs/kubernetes.md). */}}
+{{- define "keelson.terminationGracePeriodSeconds" -}}
+{{- add .Values.lifecycle.preStopSleepSeconds .Values.lifecycle.shutdownTimeoutSeconds .Values.lifecycle.terminationMarginSeconds }}
+{{- end }}
+
+{{/*
+Checks that a schema cannot express; each fails the render with the arithmetic behind it.
+Included once, from deployment.yaml.
+*/}}
+{{- define "keelson.validate" -}}
+{{- include "keelson.validatePoolBudget" . }}
+{{- include "keelson.validateSecrets" . }}
+{{- if le (.Values.probes.readiness.timeoutSeconds | float64) (.Values.config.readinessTimeoutSeconds | float64) }}
+{{- fail (printf "probes.readiness.timeoutSeconds (%v) must be greater than config.readinessTimeoutSeconds (%v): the probe would time out before /readyz answers" .Values.probes.readiness.timeoutSeconds .Values.config.readinessTimeoutSeconds) }}
+{{- end }}
+{{- if and .Values.autoscaling.enabled (gt (.Values.autoscaling.minReplicas | int) (.Values.autoscaling.maxReplicas | int)) }}
+{{- fail (printf "autoscaling.minReplicas (%d) must not exceed autoscaling.maxReplicas (%d)" (.Values.autoscaling.minReplicas | int) (.Values.autoscaling.maxReplicas | int)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Connection-pool budget. Every pod may open DB_POOL_SIZE + DB_MAX_OVERFLOW connections; at the
+peak of a rollout there are maxReplicas + maxSurge pods, and the migration Job holds its own.
+All of it must fit in what PostgreSQL accepts minus what is reserved for others.
+*/}}
+{{- define "keelson.validatePoolBudget" -}}
+{{- $replicas := include "keelson.maxReplicas" . | int }}
+{{- $surge := include "keelson.maxSurge" . | int }}
+{{- $pool := .Values.database.poolSize | int }}
+{{- $overflow := .Values.database.maxOverflow | int }}
+{{- $job := ternary (.Values.migrations.dbConnections | int) 0 .Values.migrations.enabled }}
+{{- $demand := add (mul (add $replicas $surge) (add $pool $overflow)) $job }}
+{{- $max := .Values.database.maxConnections | int }}
+{{- $reserved := .Values.database.reservedConnections | int }}
+{{- $budget := sub $max $reserved }}
+{{- if gt $demand $budget }}
+{{- fail (printf "connection pool budget exceeded: (maxReplicas %d + maxSurge %d) * (poolSize %d + maxOverflow %d) + migration job %d = %d > database.maxConnections %d - database.reservedConnections %d = %d; lower autoscaling.maxReplicas/replicaCount, rollingUpdate.maxSurge, database.poolSize or database.maxOverflow, or raise database.maxConnections" $replicas $surge $pool $overflow $job $demand $max $reserved $budget) }}
+{{- end }}
+{{- end }}
+
+{{/* The chart-managed Secret needs real values; the service refuses weak ones outside ENVIRONMENT=local. */}}
+{{- define "keelson.validateSecrets" -}}
+{{- if not .Values.secret.existingSecret }}
+{{- if not .Values.secret.databaseUrl }}
+{{- fail "secret.databaseUrl is required (postgresql://USER:PASSWORD@HOST:5432/DB), or set secret.existingSecret to a Secret with DATABASE_URL, SECRET_KEY and FIRST_SUPERUSER_PASSWORD" }}
+{{- end }}
+{{- if not .Values.secret.secretKey }}
+{{- fail "secret.secretKey is required (generate one: python -c 'import secrets; print(secrets.token_urlsafe(48))'), or set secret.existingSecret" }}
+{{- end }}
+{{- if not .Values.secret.firstSuperuserPassword }}
+{{- fail "secret.firstSuperuserPassword is required (8 to 128 characters), or set secret.existingSecret" }}
+{{- end }}
+{{- if and (ne .Values.config.environment "local") (lt (len .Values.secret.secretKey) 32) }}
+{{- fail (printf "secret.secretKey must be at least 32 characters when config.environment=%s (the service refuses shorter keys)" .Values.config.environment) }}
+{{- end }}
+{{- end }}
+{{- end }}
