@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # Keelson service image. Stages:
 #   builder  uv installs the locked runtime dependencies (their own cached layer), then the project
+#            editable, so service/core/migrations.py finds /app/migrations and /app/alembic.ini
 #   base     python:3.13-slim with only the virtualenv and the code; UID/GID 10001; no compilers
 #   dev      base with the code owned by the service user, for `skaffold dev` file sync only
 #   runtime  the last stage, so the default target: what `docker build .` produces
@@ -27,7 +28,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-default-groups --no-install-project
 
 # 2. The project: code and migrations, installed into the same virtualenv.
-COPY pyproject.toml uv.lock README.md ./
+COPY pyproject.toml uv.lock README.md alembic.ini ./
 COPY service ./service
 COPY migrations ./migrations
 RUN --mount=type=cache,target=/root/.cache/uv \
@@ -52,6 +53,9 @@ EXPOSE 8000
 # For plain `docker run`; Kubernetes uses the chart's probes instead.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+# Reported by keelson_build_info{commit}; last, so a new commit rebuilds no earlier layer.
+ARG GIT_COMMIT=unknown
+ENV GIT_COMMIT=${GIT_COMMIT}
 # One process; `docker run IMAGE keelson migrate` replaces it for one-off commands.
 CMD ["keelson", "serve"]
 
