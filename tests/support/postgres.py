@@ -28,7 +28,7 @@ class PostgresUnavailable(RuntimeError):
 
 def _docker_postgres() -> contextlib.AbstractContextManager[str]:
     import docker  # noqa: PLC0415
-    from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+    from testcontainers.community.postgres import PostgresContainer  # noqa: PLC0415
 
     docker.from_env(timeout=3).ping()  # raises at once when no engine answers
 

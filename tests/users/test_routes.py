@@ -18,9 +18,9 @@ USER_PUBLIC_FIELDS = {"id", "email", "is_active", "is_superuser", "full_name", "
 
 async def stored_user(session: AsyncSession, user_id: uuid.UUID | str) -> User | None:
     result = await session.exec(
-        select(User).where(User.id == uuid.UUID(str(user_id))).execution_options(
-            populate_existing=True
-        )
+        select(User)
+        .where(User.id == uuid.UUID(str(user_id)))
+        .execution_options(populate_existing=True)
     )
     return result.first()
 
@@ -290,7 +290,10 @@ async def test_delete_me_removes_user_and_items(
 
 
 async def test_superuser_cannot_delete_itself(
-    client: httpx.AsyncClient, superuser: User, superuser_headers: dict[str, str], session: AsyncSession
+    client: httpx.AsyncClient,
+    superuser: User,
+    superuser_headers: dict[str, str],
+    session: AsyncSession,
 ) -> None:
     response = await client.delete("/api/v1/users/me", headers=superuser_headers)
     assert problem(response, 403)["detail"] == "Super users are not allowed to delete themselves"

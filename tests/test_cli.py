@@ -1,0 +1,181 @@
+"""The `keelson` command, run as real processes: dev, serve (graceful SIGTERM), seed, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.conftest import SUPERUSER_EMAIL, SUPERUSER_PASSWORD
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "SMTP_"))}
+    env.update({"LOG_FORMAT": "json", "ENVIRONMENT": "local"}, **extra)
+    return env
+
+
+@contextmanager
+def keelson(*args: str, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def wait_ready(port: int, process: subprocess.Popen[str], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            pytest.fail(f"process exited early ({process.returncode}):\n{output}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    pytest.fail("server did not become ready in time")
+
+
+def log_events(output: str) -> list[dict[str, object]]:
+    events = []
+    for line in output.splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
+def test_dev_runs_embedded_postgres_serves_and_stops_cleanly() -> None:
+    port = free_port()
+    with keelson("dev", "--port", str(port), env=base_env(LOG_FORMAT="json")) as process:
+        wait_ready(port, process)
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/docs").status_code == 200
+        login = httpx.post(
+            f"{base}/api/v1/login/access-token",
+            data={"username": "admin@example.com", "password": "changethis"},
+        )
+        assert login.status_code == 200, login.text
+        me = httpx.get(
+            f"{base}/api/v1/users/me",
+            headers={"Authorization": f"Bearer {login.json()['access_token']}"},
+        )
+        assert me.json()["is_superuser"] is True
+
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    started = [e for e in log_events(output) if e.get("event") == "embedded_postgres_started"]
+    assert started, output
+    pg_port = make_url(str(started[0]["url"])).port
+    with pytest.raises(OSError):  # the throwaway cluster is gone
+        socket.create_connection(("127.0.0.1", pg_port), timeout=1).close()
+
+
+async def _seeded_superusers(url: str) -> list[asyncpg.Record]:
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(False)
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await connection.fetch(
+            "SELECT email, is_superuser, hashed_password FROM users WHERE email = $1",
+            SUPERUSER_EMAIL,
+        )
+    finally:
+        await connection.close()
+
+
+def test_migrate_and_seed_are_idempotent(database_url: str) -> None:
+    env = base_env(
+        DATABASE_URL=database_url,
+        FIRST_SUPERUSER=SUPERUSER_EMAIL,
+        FIRST_SUPERUSER_PASSWORD=SUPERUSER_PASSWORD,
+        ARGON2_MEMORY_KIB="1024",
+        ARGON2_TIME_COST="1",
+        ARGON2_PARALLELISM="1",
+    )
+    try:
+        for _ in range(2):
+            for command in ("migrate", "seed"):
+                result = subprocess.run(
+                    [sys.executable, "-m", "service.cli", command],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    timeout=60,
+                )
+                assert result.returncode == 0, result.stdout + result.stderr
+        rows = asyncio.run(_seeded_superusers(database_url))
+        assert len(rows) == 1
+        assert rows[0]["is_superuser"] is True
+        assert rows[0]["hashed_password"].startswith("$argon2id$")
+    finally:
+        asyncio.run(_delete_seeded(database_url))
+
+
+async def _delete_seeded(url: str) -> None:
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(False)
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("DELETE FROM users WHERE email = $1", SUPERUSER_EMAIL)
+    finally:
+        await connection.close()
+
+
+def test_serve_without_database_url_fails_fast_with_a_clear_message() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve"],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "DATABASE_URL" in result.stderr
+
+
+def test_invalid_settings_name_every_bad_variable() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "check-config"],
+        env=base_env(ENVIRONMENT="production", DB_POOL_SIZE="0", DATABASE_URL="mysql://x@h/db"),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    for name in ("DB_POOL_SIZE", "DATABASE_URL", "SECRET_KEY", "FIRST_SUPERUSER_PASSWORD"):
+        assert name in result.stderr, result.stderr
