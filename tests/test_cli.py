@@ -100,7 +100,7 @@ def test_dev_runs_embedded_postgres_serves_and_stops_cleanly() -> None:
     started = [e for e in log_events(output) if e.get("event") == "embedded_postgres_started"]
     assert started, output
     pg_port = make_url(str(started[0]["url"])).port
-    with pytest.raises(OSError):  # the throwaway cluster is gone
+    with pytest.raises(ConnectionRefusedError):  # the throwaway cluster is gone
         socket.create_connection(("127.0.0.1", pg_port), timeout=1).close()
 
 

@@ -132,7 +132,8 @@ async def test_owner_reads_updates_and_deletes_item(
 ) -> None:
     [item] = await add_items(session, user, 1)
     read = await client.get(f"/api/v1/items/{item.id}", headers=user_headers)
-    assert read.status_code == 200 and read.json()["title"] == "item 0"
+    assert read.status_code == 200
+    assert read.json()["title"] == "item 0"
 
     updated = await client.put(
         f"/api/v1/items/{item.id}", headers=user_headers, json={"description": "new"}
@@ -140,7 +141,8 @@ async def test_owner_reads_updates_and_deletes_item(
     assert updated.status_code == 200
     assert (updated.json()["title"], updated.json()["description"]) == ("item 0", "new")
     stored = await stored_item(session, item.id)
-    assert stored is not None and stored.description == "new"
+    assert stored is not None
+    assert stored.description == "new"
 
     deleted = await client.delete(f"/api/v1/items/{item.id}", headers=user_headers)
     assert deleted.status_code == 200
@@ -158,7 +160,8 @@ async def test_update_with_null_title_keeps_title_and_null_description_clears_it
     )
     assert response.status_code == 200
     stored = await stored_item(session, item.id)
-    assert stored is not None and (stored.title, stored.description) == ("item 0", None)
+    assert stored is not None
+    assert (stored.title, stored.description) == ("item 0", None)
 
 
 async def test_owner_cannot_read_others_item(
@@ -177,7 +180,8 @@ async def test_owner_cannot_update_or_delete_others_item(
     problem(put, 403)
     problem(await client.delete(f"/api/v1/items/{item.id}", headers=user_headers), 403)
     stored = await stored_item(session, item.id)
-    assert stored is not None and stored.title == "item 0"
+    assert stored is not None
+    assert stored.title == "item 0"
 
 
 async def test_superuser_acts_on_any_item(
@@ -189,7 +193,8 @@ async def test_superuser_acts_on_any_item(
     put = await client.put(
         f"/api/v1/items/{item.id}", headers=superuser_headers, json={"title": "by admin"}
     )
-    assert put.status_code == 200 and put.json()["owner_id"] == str(user.id)
+    assert put.status_code == 200
+    assert put.json()["owner_id"] == str(user.id)
     assert (
         await client.delete(f"/api/v1/items/{item.id}", headers=superuser_headers)
     ).status_code == 200
@@ -217,7 +222,8 @@ async def test_update_item_validates_body(
             await client.put(f"/api/v1/items/{item.id}", headers=user_headers, json=payload), 422
         )
     stored = await stored_item(session, item.id)
-    assert stored is not None and (stored.title, stored.owner_id) == ("item 0", user.id)
+    assert stored is not None
+    assert (stored.title, stored.owner_id) == ("item 0", user.id)
 
 
 async def test_sql_looking_title_is_stored_verbatim(
@@ -225,7 +231,9 @@ async def test_sql_looking_title_is_stored_verbatim(
 ) -> None:
     title = "'; DROP TABLE items; --"
     response = await client.post("/api/v1/items/", headers=bearer(app, user), json={"title": title})
-    assert response.status_code == 200 and response.json()["title"] == title
+    assert response.status_code == 200
+    assert response.json()["title"] == title
     stored = await stored_item(session, response.json()["id"])
-    assert stored is not None and stored.title == title
+    assert stored is not None
+    assert stored.title == title
     assert await item_count(session) == 1

@@ -1,4 +1,4 @@
-"""The Alembic scripts: they build the schema, tear it down, build it again, and match the models."""
+"""The Alembic scripts build the schema, tear it down, build it again, and match the models."""
 
 from __future__ import annotations
 

@@ -27,8 +27,8 @@ class PostgresUnavailable(RuntimeError):
 
 
 def _docker_postgres() -> contextlib.AbstractContextManager[str]:
-    import docker  # noqa: PLC0415
-    from testcontainers.community.postgres import PostgresContainer  # noqa: PLC0415
+    import docker
+    from testcontainers.community.postgres import PostgresContainer
 
     docker.from_env(timeout=3).ping()  # raises at once when no engine answers
 
@@ -49,9 +49,10 @@ def postgres_server() -> Iterator[tuple[str, str]]:
     forced = os.environ.get("KEELSON_TEST_DB", "")
     try:
         container = _docker_postgres()
-    except Exception as error:  # noqa: BLE001 - any failure means "no Docker here"
+    except Exception as error:
         if forced == "testcontainers":
-            raise PostgresUnavailable(f"KEELSON_TEST_DB=testcontainers but Docker failed: {error}")
+            message = f"KEELSON_TEST_DB=testcontainers but Docker failed: {error}"
+            raise PostgresUnavailable(message) from error
     else:
         with container as url:
             yield "testcontainers", url

@@ -158,7 +158,8 @@ async def test_superuser_creates_user(
     body = response.json()
     assert body["is_superuser"] is True
     stored = await stored_user(session, body["id"])
-    assert stored is not None and stored.is_superuser
+    assert stored is not None
+    assert stored.is_superuser
 
 
 async def test_plain_user_cannot_create_user(
@@ -226,7 +227,8 @@ async def test_update_me_rejects_privilege_fields(
     )
     problem(response, 422)
     stored = await stored_user(session, user.id)
-    assert stored is not None and not stored.is_superuser
+    assert stored is not None
+    assert not stored.is_superuser
 
 
 async def test_change_password_then_login_with_new_one(
@@ -262,7 +264,8 @@ async def test_change_password_wrong_current_is_400(
     )
     assert problem(response, 400)["detail"] == "Incorrect password"
     stored = await stored_user(session, user.id)
-    assert stored is not None and stored.hashed_password == before
+    assert stored is not None
+    assert stored.hashed_password == before
 
 
 async def test_change_password_to_same_is_400(
@@ -322,7 +325,8 @@ async def test_superuser_reads_any_user_and_gets_404_for_unknown(
     client: httpx.AsyncClient, user: User, superuser_headers: dict[str, str]
 ) -> None:
     found = await client.get(f"/api/v1/users/{user.id}", headers=superuser_headers)
-    assert found.status_code == 200 and found.json()["id"] == str(user.id)
+    assert found.status_code == 200
+    assert found.json()["id"] == str(user.id)
     problem(await client.get(f"/api/v1/users/{uuid.uuid4()}", headers=superuser_headers), 404)
 
 
@@ -344,7 +348,8 @@ async def test_superuser_updates_user_including_password(
     assert response.status_code == 200
     assert (response.json()["full_name"], response.json()["is_active"]) == ("Renamed", False)
     stored = await stored_user(session, user.id)
-    assert stored is not None and not stored.is_active
+    assert stored is not None
+    assert not stored.is_active
     login = await client.post(
         "/api/v1/login/access-token",
         data={"username": "alice@example.com", "password": "reset-by-admin-1"},
@@ -379,7 +384,8 @@ async def test_plain_user_cannot_update_or_delete_others(
     problem(patch, 403)
     problem(await client.delete(f"/api/v1/users/{other_user.id}", headers=user_headers), 403)
     stored = await stored_user(session, other_user.id)
-    assert stored is not None and stored.full_name == "Bob"
+    assert stored is not None
+    assert stored.full_name == "Bob"
 
 
 async def test_superuser_deletes_user_and_their_items(
