@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from enum import StrEnum
 from functools import cached_property
@@ -142,7 +143,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = value.strip()
             if value.startswith("["):
-                return value  # pydantic parses the JSON list
+                # NoDecode hands over the raw string, and a str is not a list: parse it here.
+                try:
+                    return json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise ValueError("is not a valid JSON list") from exc
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
@@ -205,7 +210,9 @@ def format_validation_error(error: ValidationError) -> str:
     """One message naming every bad variable, so an operator fixes them all in one go."""
     lines = ["Invalid configuration:"]
     for item in error.errors():
-        name = "_".join(str(part) for part in item["loc"]).upper() or "SETTINGS"
+        # loc is (field, *position inside it): name the real variable, e.g. BACKEND_CORS_ORIGINS[1]
+        field, *position = item["loc"] or ("settings",)
+        name = str(field).upper() + "".join(f"[{part}]" for part in position)
         message = item["msg"].removeprefix("Value error, ")
         lines.append(f"  - {name}: {message}")
     return "\n".join(lines)
