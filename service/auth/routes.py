@@ -19,9 +19,9 @@ from service.api.deps import (
 )
 from service.auth import emails, service
 from service.auth.schemas import NewPassword, Token
+from service.core import metrics
 from service.core.errors import NotFound
 from service.core.schemas import Message
-from service.users import repository
 from service.users.schemas import UserPublic
 
 router = APIRouter(tags=["login"])
@@ -40,9 +40,9 @@ async def login_access_token(
     try:
         user = await service.authenticate(session, passwords, form.username, form.password)
     except service.LoginFailed as failure:
-        request.state.login_outcome = failure.outcome.value
+        metrics.LOGIN_ATTEMPTS.labels(failure.outcome.value).inc()
         raise
-    request.state.login_outcome = service.LoginOutcome.SUCCESS.value
+    metrics.LOGIN_ATTEMPTS.labels(service.LoginOutcome.SUCCESS.value).inc()
     return Token(access_token=tokens.create_access_token(user.id))
 
 
@@ -61,7 +61,7 @@ async def recover_password(
     background: BackgroundTasks,
 ) -> Message:
     """The same answer, sent as fast, whether or not the email exists; the mail goes out after."""
-    user = await repository.get_user_by_email(session, email)
+    user = await service.find_user_by_email(session, email)
     if user is not None and user.is_active:
         token = service.create_reset_token(tokens, user)
         background.add_task(
@@ -82,7 +82,7 @@ async def reset_password(
 async def recover_password_html_content(
     email: EmailPath, session: SessionDep, tokens: TokensDep, settings: SettingsDep, _: SuperUser
 ) -> HTMLResponse:
-    user = await repository.get_user_by_email(session, email)
+    user = await service.find_user_by_email(session, email)
     if user is None:
         raise NotFound("The user with this email does not exist in the system")
     message = emails.reset_password_email(

@@ -20,6 +20,7 @@ from service.users.models import User
 
 RESET_AUDIENCE = "keelson-password-reset"
 MAX_PASSWORD_LENGTH = 128
+MAX_EMAIL_LENGTH = 255
 
 
 class LoginOutcome(StrEnum):
@@ -40,10 +41,18 @@ class InvalidResetToken(BadRequest):
         super().__init__("Invalid token")
 
 
+async def find_user_by_email(session: AsyncSession, email: str) -> User | None:
+    """None for an email no account can have (too long, or a NUL that PostgreSQL would refuse),
+    so the auth endpoints answer it exactly like an unknown email."""
+    if len(email) > MAX_EMAIL_LENGTH or "\x00" in email:
+        return None
+    return await repository.get_user_by_email(session, email)
+
+
 async def authenticate(
     session: AsyncSession, passwords: PasswordHashing, email: str, password: str
 ) -> User:
-    user = await repository.get_user_by_email(session, email) if len(email) <= 255 else None
+    user = await find_user_by_email(session, email)
     if len(password) > MAX_PASSWORD_LENGTH:
         # No stored password can be this long; skip the hash but keep the same answer.
         raise LoginFailed(LoginOutcome.UNKNOWN_USER if user is None else LoginOutcome.BAD_PASSWORD)
