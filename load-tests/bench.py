@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import pwd
+import resource
 import secrets
 import shutil
 import signal
@@ -213,9 +214,50 @@ class CpuMeter:
         return used / CLOCK_TICKS
 
 
-def loadavg() -> float:
-    """The 1-minute load average: a busy machine makes every figure here meaningless."""
-    return os.getloadavg()[0]
+def machine_busy(seconds: float = 1.0) -> float:
+    """Share of all CPUs busy over `seconds` (from /proc/stat): other work skews every figure."""
+
+    def snapshot() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        return sum(values), idle
+
+    total_a, idle_a = snapshot()
+    time.sleep(seconds)
+    total_b, idle_b = snapshot()
+    elapsed = total_b - total_a
+    return 1 - (idle_b - idle_a) / elapsed if elapsed else 0.0
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds spent busy on all CPUs since boot (user+nice+system+irq+softirq+steal)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values[:8]) - values[3] - values[4]) / CLOCK_TICKS
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wait_for_quiet_machine(timeout_s: float, below: float = 0.10) -> float:
+    """Wait (bounded) until other work on the machine has stopped; returns the last busy share."""
+    deadline = time.monotonic() + timeout_s
+    busy = machine_busy(0.5)
+    while busy >= below and time.monotonic() < deadline:
+        busy = machine_busy(0.5)
+    return busy
+
+
+def wait_until_idle(pid: int, timeout_s: float = 60, below: float = 0.05) -> float:
+    """Wait for a server to finish work queued by the last case (e.g. logins whose clients left)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        before = proc_ticks(pid)
+        time.sleep(0.5)
+        if (proc_ticks(pid) - before) / CLOCK_TICKS / 0.5 < below:
+            break
+    return time.monotonic() - started
 
 
 def git_commit() -> str:
@@ -574,6 +616,7 @@ class Target:
     token: str = ""
     user_id: str = ""
     profile_dir: Path | None = None
+    quiet_wait_s: float = 0.0
 
     def login(self) -> None:
         response = httpx.post(
@@ -708,9 +751,26 @@ def preflight(target: Target, base_url: str, case: Case) -> None:
         )
 
 
+def settle(target: Target) -> None:
+    """Let the previous case's leftovers (queued logins, the create cleanup) finish first."""
+    for server in (target.server, target.hello):
+        if server is not None:
+            waited = wait_until_idle(server.pid)
+            if waited > 2:
+                log(f"waited {waited:.1f}s for {server.name} to go idle")
+
+
+def quiet(target: Target) -> None:
+    if target.quiet_wait_s > 0:
+        busy = wait_for_quiet_machine(target.quiet_wait_s)
+        if busy >= 0.10:
+            log(f"machine still {busy:.0%} busy after waiting {target.quiet_wait_s:.0f}s")
+
+
 def measure(target: Target, case: Case, load: Load, base_url: str | None = None) -> Result:
     base_url = base_url or target.base_url
     url = base_url + case.path
+    settle(target)
     preflight(target, base_url, case)
     env = target.wrk_env()
     if load.warmup_s > 0:
@@ -719,13 +779,19 @@ def measure(target: Target, case: Case, load: Load, base_url: str | None = None)
             env,
             load.warmup_s,
         )
+        settle(target)
+    quiet(target)
     meters = meters_for(target, case)
     for m in meters.values():
         m.start()
+    machine_before, children_before = busy_cpu_seconds(), children_cpu_seconds()
     profiler = start_profiler(target, case, load.duration_s)
     cmd = wrk_command(url, case.script, load.threads, load.connections, load.duration_s)
     result = parse_wrk(case, url, cmd, run_wrk(cmd, env, load.duration_s))
     cpu = {k: m.stop() for k, m in meters.items()}
+    # CPU burnt by anything but the server, Postgres and wrk: other work on a shared machine.
+    ours = sum(cpu.values()) + children_cpu_seconds() - children_before
+    result.extra["foreign_cpu_s"] = round(max(0.0, busy_cpu_seconds() - machine_before - ours), 2)
     if profiler is not None:
         result.extra["profile"] = finish_profiler(*profiler)
     result.server_cpu_s = cpu.get("server")
@@ -752,6 +818,7 @@ def meters_for(target: Target, case: Case) -> dict[str, CpuMeter]:
 def measure_login_under_load(target: Target, load: Load, probe_connections: int) -> Result:
     """32 clients on login while a second wrk measures GET /users/me: is the event loop free?"""
     login, me = CASES["login"], CASES["me"]
+    settle(target)
     preflight(target, target.base_url, login)
     preflight(target, target.base_url, me)
     env = target.wrk_env()
@@ -1012,7 +1079,7 @@ def fmt_ms(ms: float) -> str:
 def results_table(results: dict[str, Result]) -> str:
     header = (
         f"{'case':<46} {'req/s':>9} {'p50':>9} {'p99':>9} {'non-2xx':>8} {'sock err':>8}"
-        f" {'template req/s':>14} {'x tmpl':>7} {'srv cpu':>8} {'db cpu':>7}"
+        f" {'template req/s':>14} {'x tmpl':>7} {'srv cpu':>8} {'db cpu':>7} {'other':>6}"
     )
     lines = [header, "-" * len(header)]
     for key, r in results.items():
@@ -1021,10 +1088,12 @@ def results_table(results: dict[str, Result]) -> str:
         ratio = f"{r.rps / ref.rps:.1f}x" if ref else ""
         srv = f"{r.server_cpu_s / r.duration_s:.0%}" if r.server_cpu_s is not None else ""
         db = f"{r.db_cpu_s / r.duration_s:.0%}" if r.db_cpu_s is not None else ""
+        foreign = r.extra.get("foreign_cpu_s")
+        other = f"{foreign / r.duration_s:.0%}" if foreign is not None else ""
         lines.append(
             f"{r.label[:46]:<46} {r.rps:>9,.1f} {fmt_ms(r.p50_ms):>9} {fmt_ms(r.p99_ms):>9}"
             f" {r.non_2xx:>8} {sum(r.socket_errors.values()):>8}"
-            f" {f'{ref.rps:,.1f}' if ref else '':>14} {ratio:>7} {srv:>8} {db:>7}"
+            f" {f'{ref.rps:,.1f}' if ref else '':>14} {ratio:>7} {srv:>8} {db:>7} {other:>6}"
         )
     return "\n".join(lines)
 
@@ -1094,6 +1163,7 @@ class Managed:
             dsn=self.postgres.dsn,
             server=self.keelson,
             postgres=self.postgres,
+            quiet_wait_s=self.args.quiet_wait,
         )
         target.login()
         return target
@@ -1162,6 +1232,7 @@ def mode_cases(args: argparse.Namespace, load: Load, report: dict[str, Any]) -> 
             for spec in args.base_url:
                 label, url = split_base_url(spec)
                 t = Target(label or url, url.rstrip("/"), args.email, args.password, dsn=args.dsn)
+                t.quiet_wait_s = args.quiet_wait
                 t.login()
                 targets.append((t, None))
         else:
@@ -1397,6 +1468,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="DIR",
         help="sample keelson with py-spy during each case; raw stacks and a summary go to DIR",
     )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="before each case, wait up to this long for other work on the machine to stop",
+    )
     p.add_argument("--keep-workdir", action="store_true", help="keep logs and the data dir")
     args = p.parse_args(argv)
     args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -1433,9 +1511,10 @@ def main(argv: list[str] | None = None) -> int:
         "servers": [],
     }
     wrk_binary()
-    report["meta"]["loadavg_1m_before"] = loadavg()
-    if loadavg() > 1.0:
-        log(f"warning: load average {loadavg():.2f} before the run; other work skews the figures")
+    busy = machine_busy()
+    report["meta"]["cpu_busy_before"] = round(busy, 3)
+    if busy > 0.15:
+        log(f"warning: the CPUs were {busy:.0%} busy before the run; other work skews the figures")
     if args.pool_sweep:
         ok = mode_pool_sweep(args, load, report)
     elif args.scale:
@@ -1443,7 +1522,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         ok = mode_cases(args, load, report)
     report["meta"]["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    report["meta"]["loadavg_1m_after"] = loadavg()
     report["ok"] = ok
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
