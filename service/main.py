@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from opentelemetry.sdk.trace import TracerProvider
 
 from service import __version__
 from service.api.ops import router as ops_router
@@ -21,6 +22,12 @@ from service.core.mailer import Mailer
 from service.core.request_context import RequestContextMiddleware, route_templates
 from service.core.security import PasswordHashing, TokenCodec
 from service.core.tables import discover_models
+from service.core.telemetry import (
+    build_tracer_provider,
+    fastapi_telemetry,
+    instrument_database,
+    uninstrument_database,
+)
 
 API_PREFIX = "/api/v1"
 log = structlog.get_logger(__name__)
@@ -31,6 +38,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     if app.state.db is None:
         app.state.db = Database.from_settings(settings)
+        if app.state.tracer_provider is not None:
+            instrument_database(app.state.db.engine, app.state.tracer_provider)
     await app.state.passwords.warm_up()
     metrics.DB_POOL_SIZE.set(settings.db_pool_size)
     log.info("startup", version=__version__, environment=settings.environment.value)
@@ -39,11 +48,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await app.state.db.dispose()
         app.state.passwords.close()
+        if app.state.tracer_provider is not None:
+            uninstrument_database()
+            app.state.tracer_provider.shutdown()  # flushes spans still in the batch
         log.info("shutdown_complete")
 
 
-def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    database: Database | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
+    """`database` and `tracer_provider` are for tests; by default both come from settings."""
     settings = settings or load_settings()
+    tracer_provider = tracer_provider or build_tracer_provider(settings)
     configure_logging(settings)
     discover_models()
     metrics.BUILD_INFO.labels(__version__, settings.git_commit).set(1)
@@ -55,9 +73,13 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         docs_url="/docs" if settings.docs_enabled else None,
         redoc_url="/redoc" if settings.docs_enabled else None,
         lifespan=lifespan,
+        telemetry=fastapi_telemetry(tracer_provider),  # type: ignore[arg-type]
     )
     app.state.settings = settings
     app.state.db = database
+    app.state.tracer_provider = tracer_provider
+    if database is not None and tracer_provider is not None:
+        instrument_database(database.engine, tracer_provider)
     app.state.passwords = PasswordHashing(settings)
     app.state.tokens = TokenCodec(settings)
     app.state.mailer = Mailer(settings)
@@ -76,5 +98,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         allow_headers=["*"],
         expose_headers=["X-Request-ID"],
     )
-    app.add_middleware(RequestContextMiddleware)  # outermost: sees every request and every 500
+    app.add_middleware(
+        RequestContextMiddleware, access_log=settings.access_log_enabled
+    )  # outermost: sees every request and every 500
     return app

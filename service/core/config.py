@@ -122,7 +122,12 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(default=20.0, ge=0, le=600)
     readiness_timeout_s: float = Field(default=1.0, gt=0, le=30)
 
+    # -- tracing (OpenTelemetry); the exporter reads the standard OTEL_EXPORTER_OTLP_* variables
+    otel_traces_exporter: Literal["none", "otlp", "console"] = "none"
+    otel_service_name: str = Field(default="keelson", min_length=1, max_length=100)
+
     # -- logs
+    access_log_enabled: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
 

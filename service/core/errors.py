@@ -70,6 +70,7 @@ def problem_response(
     extensions: Mapping[str, Any] | None = None,
 ) -> Response:
     """The only place that builds an error body."""
+    status = int(status)
     body: dict[str, Any] = {
         "type": problem_type,
         "title": HTTPStatus(status).phrase,

@@ -11,6 +11,7 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from service.core.config import Settings
+from service.core.telemetry import add_trace_ids
 
 # Keys whose values must never reach a log line, whatever a caller passes.
 _SECRET_KEYS = frozenset(
@@ -35,6 +36,19 @@ def _drop_secrets(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stdout is at the time of the call, not at configuration time
+    (test runners and process managers may swap it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        return
+
+
 def _orjson_dumps(value: Any, **_: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
@@ -46,6 +60,7 @@ def configure_logging(settings: Settings) -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_trace_ids,
         _drop_secrets,
     ]
     renderer: Processor
@@ -65,7 +80,7 @@ def configure_logging(settings: Settings) -> None:
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _StdoutHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -56,8 +56,9 @@ def route_template(scope: Scope) -> str:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
         self.app = app
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,13 +99,14 @@ class RequestContextMiddleware:
             route = route_template(scope)
             metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
             metrics.HTTP_REQUEST_DURATION.labels(method, route).observe(duration_s)
-            state: dict[str, Any] = scope.get("state") or {}
-            access_log.info(
-                "request",
-                method=method,
-                route=route,
-                path=scope["path"],
-                status=status,
-                duration_ms=round(duration_s * 1000, 2),
-                user_id=state.get("user_id"),
-            )
+            if self.access_log:
+                state: dict[str, Any] = scope.get("state") or {}
+                access_log.info(
+                    "request",
+                    method=method,
+                    route=route,
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round(duration_s * 1000, 2),
+                    user_id=state.get("user_id"),
+                )
