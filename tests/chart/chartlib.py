@@ -173,6 +173,18 @@ def validate_object(obj: dict[str, Any], kube_version: str) -> None:
         )
 
 
+def schema_error_mentions(error: str, *tokens: str) -> bool:
+    """Whether a values-schema failure names each token. "/a/b" tokens are value paths, which
+    Helm >= 3.18 prints as "/a/b" and older Helm as "a.b"; other tokens must appear as given."""
+    if "values don't meet the specifications of the schema" not in error:
+        return False
+    for token in tokens:
+        forms = {token, token.strip("/").replace("/", ".")} if token.startswith("/") else {token}
+        if not any(form in error for form in forms):
+            return False
+    return True
+
+
 def leaf_paths(values: Any, schema: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted paths of every documented value: descends only where the schema lists properties,
     so free-form maps (labels, annotations) and lists are one value each."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,9 +15,10 @@ VENV_BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="session")
 def helm() -> str:
-    return require_tool(
-        "helm", REPO / ".tools" / "bin" / "helm", hint="run `bash scripts/get-helm.sh` first"
-    )
+    """$HELM when set (to test another Helm), else .tools/bin/helm, else helm on PATH."""
+    candidates = [Path(os.environ["HELM"])] if os.environ.get("HELM") else []
+    candidates.append(REPO / ".tools" / "bin" / "helm")
+    return require_tool("helm", *candidates, hint="run `bash scripts/get-helm.sh` first")
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,10 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from service.core import migrations
-from tests.chart.chartlib import REPO, run
+from tests.chart.chartlib import REPO, require_tool, run
 
 DOCKERFILE = REPO / "Dockerfile"
 
@@ -99,9 +101,8 @@ def test_the_build_installs_runtime_dependencies_only() -> None:
 
     --no-dev alone would still install the "checks" group (checkov), a default group here.
     """
-    proc = run(
-        ["uv", "export", "--frozen", "--no-hashes", "--no-emit-project", *sync_group_flags()]
-    )
+    uv = require_tool("uv", hint="the suite runs under `uv run`")
+    proc = run([uv, "export", "--frozen", "--no-hashes", "--no-emit-project", *sync_group_flags()])
     assert proc.returncode == 0, proc.stderr
     packages = {
         line.split("==")[0].lower()
@@ -226,3 +227,12 @@ def test_the_helm_in_use_is_a_supported_major(helm: str) -> None:
     proc = run([helm, "version", "--short"])
     assert proc.returncode == 0, proc.stderr
     assert re.match(r"v[34]\.", proc.stdout), proc.stdout
+
+
+def test_a_missing_tool_fails_in_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no-such-tool not found"):
+        require_tool("no-such-tool", hint="test")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no-such-tool not found"):
+        require_tool("no-such-tool", hint="test")

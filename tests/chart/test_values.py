@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.chartlib import CHART, Chart, leaf_paths
+from tests.chart.chartlib import CHART, Chart, leaf_paths, schema_error_mentions
 
 VALUES_TEXT = (CHART / "values.yaml").read_text()
 VALUES = yaml.safe_load(VALUES_TEXT)
@@ -143,15 +143,14 @@ def test_min_replicas_above_max_is_refused(chart: Chart) -> None:
             {"metrics": {"serviceMonitor": {"interval": "30 seconds"}}},
             "/metrics/serviceMonitor/interval",
         ),
-        ({"autoscaling": {"enabld": True}}, "/autoscaling"),
-        ({"replicas": 3}, "additional properties 'replicas' not allowed"),
+        ({"autoscaling": {"enabld": True}}, "/autoscaling enabld"),
+        ({"replicas": 3}, "replicas"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
 def test_schema_violations_fail_to_render(chart: Chart, values: dict[str, Any], where: str) -> None:
     error = chart.render_error(values)
-    assert "values don't meet the specifications of the schema" in error
-    assert where in error
+    assert schema_error_mentions(error, *where.split()), error
 
 
 def test_schema_is_strict_everywhere() -> None:
