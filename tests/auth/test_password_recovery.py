@@ -1,0 +1,328 @@
+"""Password recovery: a mail with a single-use link, the same answer for every email, reset rules.
+
+Mail goes to a real aiosmtpd server in this process (tests/support/smtp.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from service.auth.service import RESET_AUDIENCE, _password_fingerprint, create_reset_token
+from service.users.models import User
+from tests.conftest import USER_PASSWORD, UserFactory, bearer, problem
+from tests.support.smtp import ClientFactory, SmtpServer, reset_token_in, unused_port
+
+RECOVER = "/api/v1/password-recovery/{}"
+RESET = "/api/v1/reset-password/"
+HTML = "/api/v1/password-recovery-html-content/{}"
+SAME_ANSWER = {"message": "If that email is registered, we sent a password recovery link"}
+NEW_PASSWORD = "brand-new-password-1"
+
+
+async def stored_hash(session: AsyncSession, user_id: uuid.UUID) -> str:
+    """Read from the table, not the identity map (which would also overwrite the test's User)."""
+    result = await session.exec(select(User.hashed_password).where(User.id == user_id))
+    return result.one()
+
+
+async def login(client: httpx.AsyncClient, email: str, password: str) -> httpx.Response:
+    return await client.post(
+        "/api/v1/login/access-token", data={"username": email, "password": password}
+    )
+
+
+def mail_events(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """structlog hands stdlib the event dict as the record's message."""
+    return [
+        record.msg
+        for record in caplog.records
+        if isinstance(record.msg, dict) and str(record.msg.get("event", "")).startswith("email_")
+    ]
+
+
+async def test_known_and_unknown_emails_get_the_same_answer(
+    client: httpx.AsyncClient, user: User
+) -> None:
+    known = await client.post(RECOVER.format("alice@example.com"))
+    unknown = await client.post(RECOVER.format("nobody@example.com"))
+    assert known.status_code == unknown.status_code == 200
+    assert known.json() == unknown.json() == SAME_ANSWER
+
+
+async def test_recovery_mail_arrives_with_a_reset_link(
+    mail_client: tuple[FastAPI, httpx.AsyncClient], smtp_server: SmtpServer, user: User
+) -> None:
+    _, client = mail_client
+    response = await client.post(RECOVER.format("alice@example.com"))
+    assert response.status_code == 200
+    assert response.json() == SAME_ANSWER
+    [mail] = await smtp_server.wait_for(1)
+    assert mail.rcpt_tos == ["alice@example.com"]
+    assert mail.message["To"] == "alice@example.com"
+    assert mail.message["Subject"] == "Keelson - Password recovery"
+    assert "noreply@example.com" in mail.message["From"]
+    assert "http://localhost:5173/reset-password?token=" in mail.text
+    assert reset_token_in(mail.text) == reset_token_in(mail.html)
+
+
+async def test_recovery_email_lookup_is_case_insensitive(
+    mail_client: tuple[FastAPI, httpx.AsyncClient], smtp_server: SmtpServer, user: User
+) -> None:
+    _, client = mail_client
+    assert (await client.post(RECOVER.format("ALICE@Example.com"))).json() == SAME_ANSWER
+    [mail] = await smtp_server.wait_for(1)
+    assert mail.rcpt_tos == ["alice@example.com"]
+
+
+@pytest.mark.parametrize("email", ["nobody@example.com", "sleeper@example.com"])
+async def test_no_mail_for_unknown_or_inactive_accounts(
+    mail_client: tuple[FastAPI, httpx.AsyncClient],
+    smtp_server: SmtpServer,
+    make_user: UserFactory,
+    email: str,
+) -> None:
+    _, client = mail_client
+    await make_user("sleeper@example.com", is_active=False)
+    response = await client.post(RECOVER.format(email))
+    assert response.json() == SAME_ANSWER
+    assert smtp_server.received == []
+
+
+async def test_mailed_token_resets_the_password(
+    mail_client: tuple[FastAPI, httpx.AsyncClient],
+    smtp_server: SmtpServer,
+    user: User,
+    session: AsyncSession,
+) -> None:
+    _, client = mail_client
+    await client.post(RECOVER.format("alice@example.com"))
+    [mail] = await smtp_server.wait_for(1)
+
+    response = await client.post(
+        RESET, json={"token": reset_token_in(mail.text), "new_password": NEW_PASSWORD}
+    )
+    assert response.status_code == 200
+    assert response.json() == {"message": "Password updated successfully"}
+    assert await stored_hash(session, user.id) != user.hashed_password
+    assert (await login(client, "alice@example.com", NEW_PASSWORD)).status_code == 200
+    problem(await login(client, "alice@example.com", USER_PASSWORD), 400)
+
+
+async def test_reset_token_works_only_once(
+    mail_client: tuple[FastAPI, httpx.AsyncClient],
+    smtp_server: SmtpServer,
+    user: User,
+    session: AsyncSession,
+) -> None:
+    _, client = mail_client
+    await client.post(RECOVER.format("alice@example.com"))
+    token = reset_token_in((await smtp_server.wait_for(1))[0].text)
+    first = await client.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
+    assert first.status_code == 200
+    after_first = await stored_hash(session, user.id)
+
+    again = await client.post(RESET, json={"token": token, "new_password": "third-password-1"})
+    assert problem(again, 400)["detail"] == "Invalid token"
+    assert await stored_hash(session, user.id) == after_first
+    assert (await login(client, "alice@example.com", NEW_PASSWORD)).status_code == 200
+
+
+async def test_older_reset_tokens_die_when_the_password_changes(
+    client: httpx.AsyncClient, app: FastAPI, user: User, user_headers: dict[str, str]
+) -> None:
+    token = create_reset_token(app.state.tokens, user)
+    changed = await client.patch(
+        "/api/v1/users/me/password",
+        headers=user_headers,
+        json={"current_password": USER_PASSWORD, "new_password": NEW_PASSWORD},
+    )
+    assert changed.status_code == 200
+    response = await client.post(RESET, json={"token": token, "new_password": "third-password-1"})
+    assert problem(response, 400)["detail"] == "Invalid token"
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["not-a-token", "a.b.c", "x" * 2048, "' OR 1=1 --"],
+    ids=["garbage", "three-dots", "longest-allowed", "sql"],
+)
+async def test_bad_token_is_400_and_changes_nothing(
+    client: httpx.AsyncClient, user: User, session: AsyncSession, token: str
+) -> None:
+    response = await client.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
+    assert problem(response, 400)["detail"] == "Invalid token"
+    assert await stored_hash(session, user.id) == user.hashed_password
+
+
+async def test_access_token_is_not_a_reset_token(
+    client: httpx.AsyncClient, app: FastAPI, user: User, session: AsyncSession
+) -> None:
+    access = bearer(app, user)["Authorization"].removeprefix("Bearer ")
+    response = await client.post(RESET, json={"token": access, "new_password": NEW_PASSWORD})
+    assert problem(response, 400)["detail"] == "Invalid token"
+    assert await stored_hash(session, user.id) == user.hashed_password
+
+
+async def test_expired_reset_token_is_400(
+    client: httpx.AsyncClient, app: FastAPI, user: User, session: AsyncSession
+) -> None:
+    expired = app.state.tokens.encode(
+        str(user.id),
+        timedelta(seconds=-5),
+        audience=RESET_AUDIENCE,
+        extra={"pwh": _password_fingerprint(user.hashed_password)},
+    )
+    response = await client.post(RESET, json={"token": expired, "new_password": NEW_PASSWORD})
+    assert problem(response, 400)["detail"] == "Invalid token"
+    assert await stored_hash(session, user.id) == user.hashed_password
+
+
+async def test_reset_token_without_password_fingerprint_is_400(
+    client: httpx.AsyncClient, app: FastAPI, user: User
+) -> None:
+    token = app.state.tokens.encode(str(user.id), timedelta(minutes=5), audience=RESET_AUDIENCE)
+    response = await client.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
+    assert problem(response, 400)["detail"] == "Invalid token"
+
+
+async def test_reset_token_of_a_deleted_user_is_400(
+    client: httpx.AsyncClient, app: FastAPI, make_user: UserFactory, session: AsyncSession
+) -> None:
+    gone = await make_user("gone@example.com")
+    token = create_reset_token(app.state.tokens, gone)
+    await session.delete(gone)
+    await session.commit()
+    response = await client.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
+    assert problem(response, 400)["detail"] == "Invalid token"
+
+
+async def test_inactive_user_cannot_reset(
+    client: httpx.AsyncClient, app: FastAPI, make_user: UserFactory, session: AsyncSession
+) -> None:
+    sleeper = await make_user("sleeper@example.com", is_active=False)
+    token = create_reset_token(app.state.tokens, sleeper)
+    response = await client.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
+    assert problem(response, 400)["detail"] == "Inactive user"
+    assert await stored_hash(session, sleeper.id) == sleeper.hashed_password
+
+
+@pytest.mark.parametrize("new_password", ["short-7", "p" * 129, ""], ids=["7", "129", "empty"])
+async def test_new_password_length_is_limited(
+    client: httpx.AsyncClient, app: FastAPI, user: User, session: AsyncSession, new_password: str
+) -> None:
+    token = create_reset_token(app.state.tokens, user)
+    response = await client.post(RESET, json={"token": token, "new_password": new_password})
+    body = problem(response, 422)
+    assert body["errors"][0]["loc"] == ["body", "new_password"]
+    if new_password:
+        assert new_password not in response.text
+    assert await stored_hash(session, user.id) == user.hashed_password
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"new_password": NEW_PASSWORD},
+        {"token": "t"},
+        {"token": "t", "new_password": NEW_PASSWORD, "x": 1},
+    ],
+    ids=["no-token", "no-password", "unknown-field"],
+)
+async def test_reset_body_must_be_exactly_token_and_password(
+    client: httpx.AsyncClient, payload: dict[str, Any]
+) -> None:
+    problem(await client.post(RESET, json=payload), 422)
+
+
+async def test_smtp_down_still_answers_200_and_logs_the_failure(
+    client_with: ClientFactory, user: User, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Built before capturing: create_app resets the root logger's handlers.
+    _, client = await client_with(smtp_host="127.0.0.1", smtp_port=unused_port(), smtp_tls=False)
+    logging.getLogger().addHandler(caplog.handler)
+    caplog.set_level(logging.INFO)
+
+    response = await client.post(RECOVER.format("alice@example.com"))
+
+    assert response.status_code == 200
+    assert response.json() == SAME_ANSWER
+    [event] = mail_events(caplog)
+    assert event["event"] == "email_failed"
+    assert event["subject"] == "Keelson - Password recovery"
+    assert event["error"].startswith("SMTP")  # the exception's class name, e.g. SMTPConnectError
+    assert [r.levelno for r in caplog.records if r.msg is event] == [logging.ERROR]
+    assert "reset-password?token=" not in caplog.text
+
+
+async def test_without_smtp_the_mail_is_skipped_and_logged(
+    client: httpx.AsyncClient, app: FastAPI, user: User, caplog: pytest.LogCaptureFixture
+) -> None:
+    logging.getLogger().addHandler(caplog.handler)
+    caplog.set_level(logging.INFO)
+    assert not app.state.mailer.enabled
+    response = await client.post(RECOVER.format("alice@example.com"))
+    assert response.json() == SAME_ANSWER
+    [event] = mail_events(caplog)
+    assert (event["event"], event["reason"]) == ("email_skipped", "smtp_not_configured")
+
+
+@pytest.mark.parametrize("email", ["ab", "a" * 256 + "@example.com"], ids=["too-short", "too-long"])
+async def test_recovery_email_path_length_is_limited(client: httpx.AsyncClient, email: str) -> None:
+    problem(await client.post(RECOVER.format(email)), 422)
+
+
+async def test_superuser_gets_the_recovery_html(
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    user: User,
+    superuser_headers: dict[str, str],
+    session: AsyncSession,
+) -> None:
+    response = await client.post(HTML.format("alice@example.com"), headers=superuser_headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["subject"] == "Keelson - Password recovery"
+    assert "Hello alice@example.com" in response.text
+    token = reset_token_in(response.text)
+    reset = await client.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
+    assert reset.status_code == 200
+    assert await stored_hash(session, user.id) != user.hashed_password
+
+
+async def test_plain_user_cannot_get_the_recovery_html(
+    client: httpx.AsyncClient, user: User, other_user: User, user_headers: dict[str, str]
+) -> None:
+    response = await client.post(HTML.format("bob@example.com"), headers=user_headers)
+    assert problem(response, 403)["detail"] == "The user doesn't have enough privileges"
+    assert "reset-password" not in response.text
+
+
+async def test_recovery_html_needs_a_token(client: httpx.AsyncClient, user: User) -> None:
+    response = await client.post(HTML.format("alice@example.com"))
+    problem(response, 401)
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_recovery_html_for_an_impossible_email_is_404(
+    client: httpx.AsyncClient, superuser_headers: dict[str, str]
+) -> None:
+    response = await client.post(HTML.format("admin%00@example.com"), headers=superuser_headers)
+    problem(response, 404)
+
+
+async def test_recovery_html_for_unknown_email_is_404(
+    client: httpx.AsyncClient, superuser_headers: dict[str, str]
+) -> None:
+    response = await client.post(HTML.format("nobody@example.com"), headers=superuser_headers)
+    assert (
+        problem(response, 404)["detail"] == "The user with this email does not exist in the system"
+    )
