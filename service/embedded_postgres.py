@@ -84,6 +84,11 @@ class LocalPostgres:
             "--no-locale",
             "--no-sync",
         )
+        self.start_server()
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start_server(self) -> None:
+        """Start (or restart) the server on the existing data directory and port."""
         options = " ".join(
             [f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-k {self.root}"]
             + [f"-c {setting}" for setting in _FAST_SETTINGS]
@@ -101,7 +106,10 @@ class LocalPostgres:
             "60",
             "start",
         )
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop_server(self) -> None:
+        """Stop the server but keep its data (fault-injection tests restart it)."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def stop(self) -> None:
         with contextlib.suppress(EmbeddedPostgresError):
@@ -169,6 +177,11 @@ class EmbeddedPostgres:
         if self._backend is not None:
             self._backend.stop()
             self._backend = None
+
+    @property
+    def restartable(self) -> LocalPostgres | None:
+        """The local-binaries cluster, which can be stopped and started again (fault tests)."""
+        return self._backend if isinstance(self._backend, LocalPostgres) else None
 
     def __enter__(self) -> str:
         return self.start()

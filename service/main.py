@@ -15,7 +15,8 @@ from service.api.ops import router as ops_router
 from service.api.v1 import api_router
 from service.core import metrics
 from service.core.config import Settings, load_settings
-from service.core.db import Database, install_db_error_handlers
+from service.core.db import Database
+from service.core.db_errors import install_db_error_handlers
 from service.core.errors import install_error_handlers
 from service.core.logging import configure_logging
 from service.core.mailer import Mailer

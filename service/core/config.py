@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     db_pool_recycle_s: int = Field(default=1800, ge=-1, le=86_400)
     db_pool_pre_ping: bool = True
     db_statement_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
-    db_connect_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    db_connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
 
     # -- tokens
     secret_key: SecretStr = Field(default=None, validate_default=True)

@@ -6,20 +6,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-import structlog
-from fastapi import Depends, FastAPI, Request
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
-from starlette.responses import Response
 
-from service.core import metrics
 from service.core.config import Settings
-from service.core.errors import problem_response
-
-log = structlog.get_logger(__name__)
-RETRY_AFTER_S = "2"
 
 
 def build_engine(settings: Settings) -> AsyncEngine:
@@ -81,31 +72,3 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]
-
-
-def install_db_error_handlers(app: FastAPI) -> None:
-    """A database that is down, slow or out of connections is a 503 the client may retry."""
-
-    async def on_pool_timeout(request: Request, exc: Exception) -> Response:
-        metrics.DB_POOL_TIMEOUTS.inc()
-        log.warning("db_pool_timeout", path=request.url.path)
-        return problem_response(
-            503,
-            "The service is busy: no database connection became free in time",
-            instance=request.url.path,
-            headers={"Retry-After": RETRY_AFTER_S},
-        )
-
-    async def on_db_unavailable(request: Request, exc: Exception) -> Response:
-        log.warning("db_unavailable", path=request.url.path, error=type(exc).__name__)
-        return problem_response(
-            503,
-            "The database is unavailable; retry shortly",
-            instance=request.url.path,
-            headers={"Retry-After": RETRY_AFTER_S},
-        )
-
-    app.add_exception_handler(PoolTimeout, on_pool_timeout)
-    app.add_exception_handler(OperationalError, on_db_unavailable)
-    app.add_exception_handler(InterfaceError, on_db_unavailable)
-    app.add_exception_handler(OSError, on_db_unavailable)
