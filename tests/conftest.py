@@ -49,7 +49,7 @@ FAST_TEST_SETTINGS: dict[str, Any] = {
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:
     with postgres_server() as (kind, url):
-        print(f"\n[tests] PostgreSQL from: {kind}")  # noqa: T201 - tells the reader which path ran
+        print(f"\n[tests] PostgreSQL from: {kind}")
         yield url
 
 
@@ -189,6 +189,7 @@ def problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.headers["content-type"] == "application/problem+json"
     body: dict[str, Any] = json.loads(response.content)
     assert body["status"] == status
-    assert isinstance(body["detail"], str) and body["detail"]
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
     assert {"type", "title", "status", "detail", "instance"} <= body.keys()
     return body
