@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate.utils as kv
 import pytest
+import yaml
 
 from tests.chart.chartlib import (
     CHART,
@@ -15,6 +18,8 @@ from tests.chart.chartlib import (
     OLDEST_KUBE,
     REQUIRED_VALUES,
     Chart,
+    Rendered,
+    deep_merge,
     run,
     validate_object,
 )
@@ -41,7 +46,7 @@ CELLS = [
 ]
 
 
-def render_cell(chart: Chart, case: str, version: str):
+def render_cell(chart: Chart, case: str, version: str) -> Rendered:
     return chart.render(kube_version=version, **MATRIX[case])
 
 
@@ -70,20 +75,16 @@ def test_object_names_are_unique_per_kind(chart: Chart, case: str, version: str)
 
 
 @pytest.mark.parametrize("case", list(MATRIX))
-def test_helm_lint_strict_passes(helm: str, case: str, tmp_path) -> None:
-    import yaml
-
-    from tests.chart.chartlib import deep_merge
-
+def test_helm_lint_strict_passes(helm: str, case: str, tmp_path: Path) -> None:
     spec = MATRIX[case]
     values = spec.get("values", {})
     if spec.get("with_required", True):
         values = deep_merge(REQUIRED_VALUES, values)
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
-    args = [helm, "lint", "--strict", str(CHART), "-f", str(values_file)]
-    for path in spec.get("values_files", []):
-        args[4:4] = ["-f", path]
+    args = [helm, "lint", "--strict", str(CHART)]
+    for path in [*spec.get("values_files", []), str(values_file)]:
+        args += ["-f", path]
     for version in KUBE_VERSIONS:
         proc = run([*args, "--kube-version", version])
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -133,3 +134,29 @@ def test_ingress_has_class_and_tls_for_its_host(chart: Chart) -> None:
     assert spec["tls"] == [{"hosts": ["api.example.org"], "secretName": "keelson-tls"}]
     backend = spec["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend == {"name": "keelson", "port": {"name": "http"}}
+
+
+def test_the_validator_rejects_unknown_kinds_and_removed_apis(default_render: Rendered) -> None:
+    deployment = default_render.deployment
+    misspelt = {**deployment, "kind": "Deploymnet"}
+    with pytest.raises(pytest.fail.Exception, match="nor a known CRD"):
+        validate_object(misspelt, NEWEST_KUBE)
+    pdb = default_render.one("PodDisruptionBudget")
+    removed = {**pdb, "apiVersion": "policy/v1beta1"}  # removed in Kubernetes 1.25
+    with pytest.raises(pytest.fail.Exception, match="nor a known CRD"):
+        validate_object(removed, OLDEST_KUBE)
+
+
+def test_the_validator_rejects_unknown_fields(default_render: Rendered) -> None:
+    service = default_render.one("Service")
+    typo = {**service, "spec": {**service["spec"], "selecter": {}}}
+    with pytest.raises(pytest.fail.Exception, match="selecter"):
+        validate_object(typo, NEWEST_KUBE)
+
+
+def test_crd_shapes_reject_fields_the_operator_does_not_know(chart: Chart) -> None:
+    monitor = chart.render(api_versions=[MONITORING_API]).one("ServiceMonitor")
+    endpoint = {**monitor["spec"]["endpoints"][0], "intervall": "30s"}
+    bad = {**monitor, "spec": {**monitor["spec"], "endpoints": [endpoint]}}
+    with pytest.raises(jsonschema.ValidationError, match="intervall"):
+        validate_object(bad, NEWEST_KUBE)

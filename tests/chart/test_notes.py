@@ -1,0 +1,73 @@
+"""NOTES.txt renders and tells the operator what happened and what to check.
+
+`helm template` skips NOTES.txt and Helm 3's `install --dry-run` needs a cluster, so the file is
+rendered through `tpl` from a throwaway copy of the chart: same values, same helpers.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.chartlib import CHART, REQUIRED_VALUES, deep_merge, run
+
+Notes = Callable[..., str]
+
+WRAPPER = """apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: rendered-notes
+data:
+  NOTES.txt: {{ tpl (.Files.Get "notes.src") . | quote }}
+"""
+
+
+@pytest.fixture(scope="session")
+def notes_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    copy = tmp_path_factory.mktemp("notes") / "keelson"
+    shutil.copytree(CHART, copy)
+    (copy / "templates" / "NOTES.txt").rename(copy / "notes.src")
+    (copy / "templates" / "zz-notes.yaml").write_text(WRAPPER)
+    return copy
+
+
+@pytest.fixture(scope="session")
+def notes(helm: str, notes_chart: Path) -> Notes:
+    def render(values: dict[str, Any] | None = None) -> str:
+        merged = deep_merge(REQUIRED_VALUES, values or {})
+        args = [helm, "template", "keelson", str(notes_chart), "--namespace", "keelson"]
+        args += ["--show-only", "templates/zz-notes.yaml", "-f", "-"]
+        proc = run(args, input_text=yaml.safe_dump(merged))
+        assert proc.returncode == 0, proc.stderr
+        return yaml.safe_load(proc.stdout)["data"]["NOTES.txt"]
+
+    return render
+
+
+def test_notes_name_the_hook_job_and_how_to_verify(notes: Notes) -> None:
+    text = notes()
+    assert "kubectl -n keelson logs job/keelson-migrate --all-containers" in text
+    assert "kubectl -n keelson rollout status deployment/keelson" in text
+    assert "helm test keelson -n keelson" in text
+
+
+def test_notes_show_the_connection_budget(notes: Notes) -> None:
+    text = notes()
+    assert "(max replicas 4 + surge 1) x (pool 10 + overflow 5) + job 2 fits in 90" in text
+
+
+def test_notes_warn_when_nothing_migrates(notes: Notes) -> None:
+    text = notes({"migrations": {"enabled": False}})
+    assert "nothing migrated the database" in text
+    assert "keelson-migrate" not in text
+
+
+def test_notes_give_the_public_url_with_an_ingress(notes: Notes) -> None:
+    text = notes({"ingress": {"enabled": True, "host": "api.example.org"}})
+    assert "URL: https://api.example.org/" in text
+    assert "port-forward" not in text
