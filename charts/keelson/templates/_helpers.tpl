@@ -92,6 +92,7 @@ FRONTEND_HOST: {{ .Values.config.frontendHost | quote }}
 BACKEND_CORS_ORIGINS: {{ join "," .Values.config.backendCorsOrigins | quote }}
 LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 LOG_FORMAT: {{ .Values.config.logFormat | quote }}
+ACCESS_LOG_ENABLED: {{ .Values.config.accessLogEnabled | quote }}
 SERVER_HOST: {{ .Values.server.host | quote }}
 SERVER_PORT: {{ .Values.server.port | int | quote }}
 FORWARDED_ALLOW_IPS: {{ .Values.server.forwardedAllowIps | quote }}
