@@ -142,6 +142,7 @@ LOGIN_UNDER_LOAD = "login-under-load"
 LOGIN_UNDER_LOAD_P99_MS = 50.0
 HEALTH_VS_HELLO = 0.80
 DEFAULT_CASES = ["hello", "health", "login", "me", "items", "create", LOGIN_UNDER_LOAD]
+NOISY_FOREIGN_CPU = 0.15  # share of one CPU used by other work that makes a run "disturbed"
 SCALE_FACTOR = 2.0  # latency at the large size may be at most 2x the small size's
 
 
@@ -230,14 +231,21 @@ def machine_busy(seconds: float = 1.0) -> float:
 
 
 def busy_cpu_seconds() -> float:
-    """CPU seconds spent busy on all CPUs since boot (user+nice+system+irq+softirq+steal)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(values[:8]) - values[3] - values[4]) / CLOCK_TICKS
+    """CPU seconds all CPUs spent in processes since boot (user+nice+system+steal). Interrupt time
+    is left out: loopback traffic is handled in softirq and belongs to no process."""
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = (
+        int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return (user + nice + system + steal) / CLOCK_TICKS
 
 
 def children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    """CPU of the bench itself and of every child it has reaped (wrk, py-spy)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
 
 
 def wait_for_quiet_machine(timeout_s: float, below: float = 0.10) -> float:
@@ -617,6 +625,7 @@ class Target:
     user_id: str = ""
     profile_dir: Path | None = None
     quiet_wait_s: float = 0.0
+    retry_noisy: int = 0
 
     def login(self) -> None:
         response = httpx.post(
@@ -768,6 +777,8 @@ def quiet(target: Target) -> None:
 
 
 def measure(target: Target, case: Case, load: Load, base_url: str | None = None) -> Result:
+    """Pre-flight, warm up, then measure; on a shared machine, re-measure a run that other work
+    disturbed (up to --retry-noisy times) and keep the least disturbed one."""
     base_url = base_url or target.base_url
     url = base_url + case.path
     settle(target)
@@ -779,8 +790,24 @@ def measure(target: Target, case: Case, load: Load, base_url: str | None = None)
             env,
             load.warmup_s,
         )
+    best: Result | None = None
+    for attempt in range(1 + target.retry_noisy):
         settle(target)
-    quiet(target)
+        quiet(target)
+        result = measure_once(target, case, load, url, env)
+        if best is None or result.extra["foreign_cpu_s"] < best.extra["foreign_cpu_s"]:
+            best = result
+        foreign_share = result.extra["foreign_cpu_s"] / result.duration_s
+        if foreign_share <= NOISY_FOREIGN_CPU:
+            break
+        log(f"{case.label}: other work used {foreign_share:.0%} of a CPU (attempt {attempt + 1})")
+    assert best is not None
+    best.extra["attempts"] = attempt + 1
+    log(f"{case.label}: {best.rps:,.1f} req/s, p99 {best.p99_ms:.1f} ms, non-2xx {best.non_2xx}")
+    return best
+
+
+def measure_once(target: Target, case: Case, load: Load, url: str, env: dict[str, str]) -> Result:
     meters = meters_for(target, case)
     for m in meters.values():
         m.start()
@@ -789,7 +816,7 @@ def measure(target: Target, case: Case, load: Load, base_url: str | None = None)
     cmd = wrk_command(url, case.script, load.threads, load.connections, load.duration_s)
     result = parse_wrk(case, url, cmd, run_wrk(cmd, env, load.duration_s))
     cpu = {k: m.stop() for k, m in meters.items()}
-    # CPU burnt by anything but the server, Postgres and wrk: other work on a shared machine.
+    # CPU burnt by anything but the server, Postgres, wrk and the bench: other work on the machine.
     ours = sum(cpu.values()) + children_cpu_seconds() - children_before
     result.extra["foreign_cpu_s"] = round(max(0.0, busy_cpu_seconds() - machine_before - ours), 2)
     if profiler is not None:
@@ -798,10 +825,6 @@ def measure(target: Target, case: Case, load: Load, base_url: str | None = None)
     result.db_cpu_s = cpu.get("db")
     if case.key == "create":
         target.delete_bench_rows()
-    log(
-        f"{case.label}: {result.rps:,.1f} req/s, p99 {result.p99_ms:.1f} ms,"
-        f" non-2xx {result.non_2xx}"
-    )
     return result
 
 
@@ -831,11 +854,25 @@ def measure_login_under_load(target: Target, load: Load, probe_connections: int)
         target.base_url + me.path, me.script, 1, probe_connections, probe_seconds
     )
     timeout = load.duration_s + WRK_TIMEOUT_S + 30
+    quiet(target)
+    meters = meters_for(target, me)
+    for m in meters.values():
+        m.start()
+    machine_before, children_before = busy_cpu_seconds(), children_cpu_seconds()
     login_proc = subprocess.Popen(login_cmd, env=env, stdout=subprocess.PIPE, text=True)
     time.sleep(min(1.0, load.duration_s / 4))
     probe_out = run_wrk(probe_cmd, env, timeout)
     login_out, _ = login_proc.communicate(timeout=timeout)
+    cpu = {k: m.stop() for k, m in meters.items()}
+    ours = sum(cpu.values()) + children_cpu_seconds() - children_before
+    foreign = round(max(0.0, busy_cpu_seconds() - machine_before - ours), 2)
     probe = parse_wrk(LOGIN_UNDER_LOAD, target.base_url + me.path, probe_cmd, probe_out)
+    # CPU figures cover the whole login run; the probe's duration is shorter.
+    probe.server_cpu_s = (
+        None if "server" not in cpu else cpu["server"] * probe_seconds / load.duration_s
+    )
+    probe.db_cpu_s = None if "db" not in cpu else cpu["db"] * probe_seconds / load.duration_s
+    probe.extra["foreign_cpu_s"] = round(foreign * probe_seconds / load.duration_s, 2)
     probe.label = f"GET /api/v1/users/me while {load.connections} clients log in"
     logins = parse_wrk(login, target.base_url + login.path, login_cmd, login_out)
     probe.extra["login"] = asdict(logins)
@@ -1164,6 +1201,7 @@ class Managed:
             server=self.keelson,
             postgres=self.postgres,
             quiet_wait_s=self.args.quiet_wait,
+            retry_noisy=self.args.retry_noisy,
         )
         target.login()
         return target
@@ -1233,6 +1271,7 @@ def mode_cases(args: argparse.Namespace, load: Load, report: dict[str, Any]) -> 
                 label, url = split_base_url(spec)
                 t = Target(label or url, url.rstrip("/"), args.email, args.password, dsn=args.dsn)
                 t.quiet_wait_s = args.quiet_wait
+                t.retry_noisy = args.retry_noisy
                 t.login()
                 targets.append((t, None))
         else:
@@ -1474,6 +1513,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         metavar="SECONDS",
         help="before each case, wait up to this long for other work on the machine to stop",
+    )
+    p.add_argument(
+        "--retry-noisy",
+        type=int,
+        default=0,
+        metavar="N",
+        help="re-measure a case up to N times when other work used >15%% of a CPU during it",
     )
     p.add_argument("--keep-workdir", action="store_true", help="keep logs and the data dir")
     args = p.parse_args(argv)
