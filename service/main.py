@@ -21,6 +21,7 @@ from service.core.errors import install_error_handlers
 from service.core.logging import configure_logging
 from service.core.mailer import Mailer
 from service.core.request_context import RequestContextMiddleware, route_templates
+from service.core.request_limits import BodyLimitMiddleware
 from service.core.security import PasswordHashing, TokenCodec
 from service.core.tables import discover_models
 from service.core.telemetry import (
@@ -99,7 +100,7 @@ def create_app(
         allow_headers=["*"],
         expose_headers=["X-Request-ID"],
     )
-    app.add_middleware(
-        RequestContextMiddleware, access_log=settings.access_log_enabled
-    )  # outermost: sees every request and every 500
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_request_body_bytes)
+    # Outermost: sees every request, including the 413s and 500s produced inside.
+    app.add_middleware(RequestContextMiddleware, access_log=settings.access_log_enabled)
     return app

@@ -21,10 +21,11 @@ from service.auth import emails, service
 from service.auth.schemas import NewPassword, Token
 from service.core import metrics
 from service.core.errors import NotFound
+from service.core.routing import StrictJSONRoute
 from service.core.schemas import Message
 from service.users.schemas import UserPublic
 
-router = APIRouter(tags=["login"])
+router = APIRouter(tags=["login"], route_class=StrictJSONRoute)
 
 EmailPath = Annotated[str, Path(min_length=3, max_length=255)]
 

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     db_statement_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
     db_connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
 
+    # -- idempotency: how long an Idempotency-Key (POST /items/) keeps its first answer
+    idempotency_key_ttl_s: int = Field(default=86_400, ge=60, le=30 * 86_400)
+
     # -- tokens
     secret_key: SecretStr = Field(default=None, validate_default=True)
     access_token_expire_minutes: int = Field(default=30, ge=1, le=60 * 24 * 8)
@@ -120,6 +123,7 @@ class Settings(BaseSettings):
     server_port: int = Field(default=8000, ge=1, le=65_535)
     forwarded_allow_ips: str = "127.0.0.1"
     shutdown_timeout_s: float = Field(default=20.0, ge=0, le=600)
+    max_request_body_bytes: int = Field(default=1_048_576, ge=1024, le=104_857_600)
     readiness_timeout_s: float = Field(default=1.0, gt=0, le=30)
 
     # -- tracing (OpenTelemetry); the exporter reads the standard OTEL_EXPORTER_OTLP_* variables

@@ -22,6 +22,8 @@ def build_engine(settings: Settings) -> AsyncEngine:
         pool_timeout=settings.db_pool_timeout_s,
         pool_recycle=settings.db_pool_recycle_s,
         pool_pre_ping=settings.db_pool_pre_ping,
+        # Errors must not carry statement parameters into logs: they can hold password hashes.
+        hide_parameters=True,
         connect_args={
             "timeout": settings.db_connect_timeout_s,
             "server_settings": {

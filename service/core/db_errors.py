@@ -1,4 +1,5 @@
-"""Database trouble as HTTP: down, too slow or out of connections is a 503/504 a client may retry.
+"""Database trouble as HTTP: down, too slow or out of connections is a 503/504 a client may retry;
+a value the database cannot store is a 400.
 
 Never a 500 with a stack trace: the client learns to come back later, the operator reads one
 warning line and the pool-timeout counter.
@@ -24,6 +25,7 @@ RETRY_AFTER_S = "2"
 # 08 connection exception, 53 insufficient resources, 57P operator intervention (shutdown, restart).
 _UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P")
 _QUERY_CANCELED = "57014"  # statement_timeout fired
+_DATA_EXCEPTION_CLASS = "22"  # a value PostgreSQL cannot hold, e.g. a NUL character in text
 
 
 def _sqlstate(error: DBAPIError) -> str:
@@ -61,6 +63,15 @@ async def _on_dbapi_error(request: Request, exc: Exception) -> Response:
         log.warning("db_statement_timeout", path=request.url.path)
         return _retry_later(
             request, HTTPStatus.GATEWAY_TIMEOUT, "The database did not answer in time"
+        )
+    if sqlstate.startswith(_DATA_EXCEPTION_CLASS):
+        # The schema let it through but the column cannot hold it: the client's error, told
+        # without echoing the value.
+        log.warning("db_rejected_value", sqlstate=sqlstate, path=request.url.path)
+        return problem_response(
+            HTTPStatus.BAD_REQUEST,
+            "The request contains a value that cannot be stored (for example a NUL character)",
+            instance=request.url.path,
         )
     if exc.connection_invalidated or sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES):
         log.warning("db_unavailable", path=request.url.path, sqlstate=sqlstate)

@@ -7,18 +7,13 @@ from http import HTTPStatus
 from typing import Any, ClassVar
 
 import orjson
-import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 # SQLSTATE class 22, "data exception": PostgreSQL refused a value the request carried.
-_DATA_EXCEPTION_CLASS = "22"
-
-log = structlog.get_logger(__name__)
 
 
 class DomainError(Exception):
@@ -54,6 +49,14 @@ class NotFound(DomainError):
 
 class Conflict(DomainError):
     status = HTTPStatus.CONFLICT
+
+
+class PayloadTooLarge(DomainError):
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class UnsupportedMediaType(DomainError):
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
 
 
 class ServiceUnavailable(DomainError):
@@ -132,26 +135,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
     )
 
 
-async def _on_database_error(request: Request, exc: Exception) -> Response:
-    """A value the schema let through but PostgreSQL cannot hold (a NUL character in text is the
-    common one) is the client's error, not the server's: 400, without echoing the value.
-
-    Every other database error is re-raised and stays an (opaque) 500.
-    """
-    assert isinstance(exc, DBAPIError)
-    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
-    if not sqlstate.startswith(_DATA_EXCEPTION_CLASS):
-        raise exc
-    log.warning("db_rejected_value", sqlstate=sqlstate, path=request.url.path)
-    return problem_response(
-        HTTPStatus.BAD_REQUEST,
-        "The request contains a value that cannot be stored (for example a NUL character)",
-        instance=request.url.path,
-    )
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _on_domain_error)
-    app.add_exception_handler(DBAPIError, _on_database_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)

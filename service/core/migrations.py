@@ -27,3 +27,21 @@ def alembic_config(database_url: str | None = None) -> Config:
 @cache
 def expected_heads() -> frozenset[str]:
     return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+@cache
+def known_revisions() -> frozenset[str]:
+    scripts = ScriptDirectory.from_config(alembic_config())
+    return frozenset(script.revision for script in scripts.walk_revisions())
+
+
+def schema_is_compatible(revisions: set[str]) -> bool:
+    """At our head, or ahead of it (a revision this code does not know).
+
+    During `helm upgrade` the hook migrates before the new pods start; the old pods must stay
+    ready on the newer schema, which holds as long as migrations are backward compatible
+    (expand now, contract in a later release). Behind head means migrations are pending.
+    """
+    if revisions == expected_heads():
+        return True
+    return bool(revisions) and not revisions <= known_revisions()

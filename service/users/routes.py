@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from service.api.deps import CurrentUser, PasswordsDep, SessionDep, SuperUser
+from service.core.routing import StrictJSONRoute
 from service.core.schemas import Message
 from service.users import service
 from service.users.schemas import (
@@ -20,7 +21,7 @@ from service.users.schemas import (
     UserUpdateMe,
 )
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix="/users", tags=["users"], route_class=StrictJSONRoute)
 
 Skip = Annotated[int, Query(ge=0, le=1_000_000)]
 Limit = Annotated[int, Query(ge=1, le=1000)]

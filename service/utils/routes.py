@@ -11,9 +11,10 @@ from pydantic import EmailStr
 from service.api.deps import MailerDep, SettingsDep, SuperUser
 from service.auth.emails import test_email as build_test_email
 from service.core.errors import ServiceUnavailable
+from service.core.routing import StrictJSONRoute
 from service.core.schemas import Message
 
-router = APIRouter(prefix="/utils", tags=["utils"])
+router = APIRouter(prefix="/utils", tags=["utils"], route_class=StrictJSONRoute)
 
 
 @router.post("/test-email/", status_code=201, response_model=Message)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import uuid
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.engine import make_url
 
 from service.core.db import Database
+from service.core.migrations import expected_heads, known_revisions
 from service.main import create_app
 from tests.conftest import make_settings, problem
 from tests.support.postgres import create_database, drop_database
@@ -131,3 +134,46 @@ async def test_unhandled_error_is_500_problem_with_request_id(settings: object) 
     assert "kaboom" not in response.text
     assert response.headers["x-request-id"] == "req-1"
     assert body["detail"] == "The server failed to handle this request"
+
+
+async def _stamp(url: str, revision: str) -> None:
+
+    connection = await asyncpg.connect(
+        make_url(url).set(drivername="postgresql").render_as_string(False)
+    )
+    try:
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS alembic_version (version_num varchar(32))"
+        )
+        await connection.execute("DELETE FROM alembic_version")
+        await connection.execute("INSERT INTO alembic_version VALUES ($1)", revision)
+    finally:
+        await connection.close()
+
+
+@pytest.mark.parametrize(
+    ("revision", "ready"),
+    [("0001", None), ("9999_from_a_newer_release", True)],
+)
+async def test_readyz_is_behind_or_ahead_aware(
+    pg_server_url: str, revision: str, ready: bool | None
+) -> None:
+    """Behind head (migrations pending) is not ready; ahead of head (the upgrade hook already
+    migrated for the next release) stays ready so old pods keep serving during a rollout."""
+
+    url = await create_database(pg_server_url, "keelson_stamped")
+    await _stamp(url, revision)
+    settings = make_settings(url)
+    app = create_app(settings)
+    app.state.db = Database.from_settings(settings)
+    behind = revision in known_revisions() and revision not in expected_heads()
+    try:
+        async with await _client_for(app) as client:
+            response = await client.get("/readyz")
+            if not behind:
+                assert response.status_code == 200
+            else:
+                assert problem(response, 503)["check"] == "migrations"
+    finally:
+        await app.state.db.dispose()
+        await drop_database(pg_server_url, url)

@@ -250,7 +250,7 @@ def test_defaults_match_the_documented_contract(load: Load) -> None:
     assert (s.environment, s.project_name, s.docs_enabled) == ("local", "Keelson", True)
     assert (s.db_pool_size, s.db_max_overflow, s.db_pool_timeout_s) == (10, 5, 2.0)
     assert (s.db_pool_recycle_s, s.db_pool_pre_ping) == (1800, True)
-    assert (s.db_statement_timeout_ms, s.db_connect_timeout_s) == (5000, 5.0)
+    assert (s.db_statement_timeout_ms, s.db_connect_timeout_s) == (5000, 2.0)
     assert (s.argon2_memory_kib, s.argon2_time_cost, s.argon2_parallelism) == (65_536, 3, 4)
     assert (s.log_level, s.log_format) == ("INFO", "json")
     assert (s.server_host, s.server_port, s.forwarded_allow_ips) == (

@@ -149,13 +149,36 @@ async def test_json_nested_past_the_parser_limit_is_400(
     assert await stored_counts(session) == before
 
 
-async def test_json_sent_as_text_plain_is_422(
-    client: httpx.AsyncClient, user_headers: dict[str, str], session: AsyncSession
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "application/xml", "multipart/form-data"],
+)
+async def test_json_endpoint_refuses_other_media_types_with_415(
+    client: httpx.AsyncClient,
+    user_headers: dict[str, str],
+    session: AsyncSession,
+    content_type: str,
 ) -> None:
     before = await stored_counts(session)
-    response = await post_raw(client, ITEMS, '{"title": "x"}', user_headers, "text/plain")
-    client_error(response, 422)
+    response = await post_raw(client, ITEMS, '{"title": "x"}', user_headers, content_type)
+    body = client_error(response, 415)
+    assert "application/json" in body["detail"]
     assert await stored_counts(session) == before
+
+
+async def test_json_with_charset_or_problem_suffix_is_accepted(
+    client: httpx.AsyncClient, user_headers: dict[str, str]
+) -> None:
+    for content_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
+        response = await post_raw(client, ITEMS, '{"title": "x"}', user_headers, content_type)
+        assert response.status_code == 200, (content_type, response.text)
+
+
+async def test_login_form_still_accepts_form_encoding(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/v1/login/access-token", data={"username": "nobody@example.com", "password": "x" * 8}
+    )
+    assert response.status_code == 400  # reached the login logic, not a 415
 
 
 # -- wrong types, lengths and fields ------------------------------------------------------------
