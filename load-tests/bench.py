@@ -25,6 +25,7 @@ import platform
 import pwd
 import resource
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -488,7 +489,12 @@ class Server:
             self.proc.wait(timeout=10)
 
 
+KEELSON_CMD: list[str] = []  # --keelson-cmd: run a patched or alternative build instead
+
+
 def keelson_argv(*args: str) -> list[str]:
+    if KEELSON_CMD:
+        return [*KEELSON_CMD, *args]
     script = Path(sys.executable).parent / "keelson"
     if script.exists():
         return [str(script), *args]
@@ -823,6 +829,10 @@ def measure_once(target: Target, case: Case, load: Load, url: str, env: dict[str
         result.extra["profile"] = finish_profiler(*profiler)
     result.server_cpu_s = cpu.get("server")
     result.db_cpu_s = cpu.get("db")
+    if result.server_cpu_s is not None and result.requests:
+        result.extra["server_cpu_us_per_request"] = round(
+            1e6 * result.server_cpu_s / result.requests
+        )
     if case.key == "create":
         target.delete_bench_rows()
     return result
@@ -1116,7 +1126,8 @@ def fmt_ms(ms: float) -> str:
 def results_table(results: dict[str, Result]) -> str:
     header = (
         f"{'case':<46} {'req/s':>9} {'p50':>9} {'p99':>9} {'non-2xx':>8} {'sock err':>8}"
-        f" {'template req/s':>14} {'x tmpl':>7} {'srv cpu':>8} {'db cpu':>7} {'other':>6}"
+        f" {'template req/s':>14} {'x tmpl':>7} {'srv cpu':>8} {'cpu/req':>8} {'db cpu':>7}"
+        f" {'other':>6}"
     )
     lines = [header, "-" * len(header)]
     for key, r in results.items():
@@ -1124,13 +1135,19 @@ def results_table(results: dict[str, Result]) -> str:
         ref = case.reference if case else None
         ratio = f"{r.rps / ref.rps:.1f}x" if ref else ""
         srv = f"{r.server_cpu_s / r.duration_s:.0%}" if r.server_cpu_s is not None else ""
+        per_request = (
+            f"{1e6 * r.server_cpu_s / r.requests:,.0f}us"
+            if r.server_cpu_s is not None and r.requests
+            else ""
+        )
         db = f"{r.db_cpu_s / r.duration_s:.0%}" if r.db_cpu_s is not None else ""
         foreign = r.extra.get("foreign_cpu_s")
         other = f"{foreign / r.duration_s:.0%}" if foreign is not None else ""
         lines.append(
             f"{r.label[:46]:<46} {r.rps:>9,.1f} {fmt_ms(r.p50_ms):>9} {fmt_ms(r.p99_ms):>9}"
             f" {r.non_2xx:>8} {sum(r.socket_errors.values()):>8}"
-            f" {f'{ref.rps:,.1f}' if ref else '':>14} {ratio:>7} {srv:>8} {db:>7} {other:>6}"
+            f" {f'{ref.rps:,.1f}' if ref else '':>14} {ratio:>7} {srv:>8} {per_request:>8}"
+            f" {db:>7} {other:>6}"
         )
     return "\n".join(lines)
 
@@ -1521,6 +1538,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="re-measure a case up to N times when other work used >15%% of a CPU during it",
     )
+    p.add_argument(
+        "--keelson-cmd",
+        metavar="CMD",
+        help="command run as `CMD migrate|seed|serve` instead of keelson (e.g. a patched build)",
+    )
     p.add_argument("--keep-workdir", action="store_true", help="keep logs and the data dir")
     args = p.parse_args(argv)
     args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -1536,6 +1558,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.keelson_cmd:
+        KEELSON_CMD[:] = shlex.split(args.keelson_cmd)
     load = Load(args.threads, args.connections, args.duration, args.warmup)
     report: dict[str, Any] = {
         "meta": {
