@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -29,3 +30,12 @@ def test_mypy_strict_on_service_is_clean() -> None:
     result = run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Success" in result.stdout
+
+
+def test_bandit_finds_no_medium_or_high_issue_in_service() -> None:
+    result = run("bandit", "-q", "-r", "service", "-ll", "-f", "json")
+    report = json.loads(result.stdout)
+    assert report["results"] == [], [
+        (r["filename"], r["line_number"], r["test_id"]) for r in report["results"]
+    ]
+    assert report["metrics"]["_totals"]["loc"] > 1000  # it really scanned the package

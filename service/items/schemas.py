@@ -13,14 +13,14 @@ Description = Annotated[str, StringConstraints(max_length=255)]
 
 
 class ItemCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     title: Title
     description: Description | None = None
 
 
 class ItemUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     title: Title | None = None
     description: Description | None = None

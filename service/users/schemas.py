@@ -14,9 +14,10 @@ FullName = Annotated[str, StringConstraints(max_length=255)]
 
 
 class _Input(BaseModel):
-    """Request bodies reject unknown fields: a typo or an `is_superuser` smuggled in is a 422."""
+    """Request bodies reject unknown fields (a typo or a smuggled `is_superuser` is a 422) and
+    coerce nothing (`"is_superuser": 0` is a 422, not False)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class UserCreate(_Input):
