@@ -296,3 +296,53 @@ async def _seconds_until_ready(client: httpx.AsyncClient, since: float) -> float
             return time.monotonic() - since
         await asyncio.sleep(0.1)
     pytest.fail("/readyz did not recover within 30 s of the database coming back")
+
+
+@pytest.mark.slow
+async def test_client_disconnect_mid_request_leaks_no_connection_or_transaction(
+    database_url: str, committed_user: uuid.UUID
+) -> None:
+    port = free_port()
+    env = base_env(DATABASE_URL=database_url, ACCESS_LOG_ENABLED="false")
+    locker = await asyncpg.connect(asyncpg_dsn(database_url))
+    with keelson("serve", "--host", "127.0.0.1", "--port", str(port), env=env) as server:
+        await asyncio.to_thread(wait_ready, port, server)
+        settings = make_settings(database_url)
+        token = create_app(settings).state.tokens.create_access_token(committed_user)
+        transaction = locker.transaction()
+        await transaction.start()
+        await locker.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", committed_user)
+        # A request that blocks on the row lock, from a client that gives up and hangs up.
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = b'{"full_name": "Abandoned"}'
+        writer.write(
+            b"PATCH /api/v1/users/me HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        await asyncio.sleep(0.5)
+        writer.close()
+        await writer.wait_closed()
+        await transaction.rollback()  # the server's request can now finish (for nobody)
+
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            deadline = time.monotonic() + 10
+            checked_out = None
+            while time.monotonic() < deadline:
+                metrics = (await client.get("/metrics")).text
+                checked_out = next(
+                    float(line.split()[1])
+                    for line in metrics.splitlines()
+                    if line.startswith("keelson_db_pool_checked_out ")
+                )
+                if checked_out == 0:
+                    break
+                await asyncio.sleep(0.1)
+        assert checked_out == 0
+        open_transactions = await locker.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'keelson'"
+            " AND state LIKE 'idle in transaction%'"
+        )
+        assert open_transactions == 0
+    await locker.close()
