@@ -46,11 +46,21 @@ async def _alembic(action: str, url: str, revision: str) -> None:
 
 async def test_upgrade_downgrade_upgrade_round_trip(empty_database: str) -> None:
     await _alembic("upgrade", empty_database, "head")
-    assert await _tables(empty_database) == {"users", "items", "alembic_version"}
+    assert await _tables(empty_database) == {
+        "users",
+        "items",
+        "idempotency_keys",
+        "alembic_version",
+    }
     await _alembic("downgrade", empty_database, "base")
     assert await _tables(empty_database) == {"alembic_version"}
     await _alembic("upgrade", empty_database, "head")
-    assert await _tables(empty_database) == {"users", "items", "alembic_version"}
+    assert await _tables(empty_database) == {
+        "users",
+        "items",
+        "idempotency_keys",
+        "alembic_version",
+    }
 
 
 def _diff(connection: Connection) -> list[Any]:
