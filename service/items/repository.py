@@ -17,6 +17,17 @@ async def get_item(session: AsyncSession, item_id: uuid.UUID) -> Item | None:
     return await session.get(Item, item_id)
 
 
+async def get_item_for_update(session: AsyncSession, item_id: uuid.UUID) -> Item | None:
+    """The item with its row locked (FOR UPDATE) until the transaction ends, freshly read."""
+    query = (
+        select(Item)
+        .where(col(Item.id) == item_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return (await session.exec(query)).first()
+
+
 async def list_items(
     session: AsyncSession, *, owner_id: uuid.UUID | None, skip: int, limit: int
 ) -> tuple[Sequence[Item], int]:
