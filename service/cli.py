@@ -39,7 +39,7 @@ def _exit_cleanly_on_sigterm() -> None:
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
     from service.main import create_app
 
-    settings.sqlalchemy_url  # noqa: B018 - fail before binding the port if DATABASE_URL is missing
+    settings.sqlalchemy_url
     config = uvicorn.Config(
         create_app(settings),
         host=host or settings.server_host,
@@ -94,6 +94,30 @@ def seed(settings: Settings) -> None:
     log.info("seeded", superuser=str(settings.first_superuser), created=created)
 
 
+async def _purge_expired(settings: Settings) -> int:
+    from service.idempotency.service import purge_expired_keys
+
+    discover_models()
+    engine = create_async_engine(settings.sqlalchemy_url)
+    total = 0
+    try:
+        sessions = session_factory(engine)
+        while True:  # small batches, each committed: never one long lock-holding transaction
+            async with sessions() as session:
+                deleted = await purge_expired_keys(session)
+                await session.commit()
+            total += deleted
+            if deleted == 0:
+                return total
+    finally:
+        await engine.dispose()
+
+
+def purge_expired(settings: Settings) -> None:
+    deleted = asyncio.run(_purge_expired(settings))
+    log.info("purged_expired", idempotency_keys=deleted)
+
+
 def dev(settings: Settings, *, port: int | None) -> None:
     """Everything a developer needs from a checkout: a database, the schema, a user, a server."""
     if settings.environment is not Environment.LOCAL:
@@ -134,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
         "dev", help="embedded Postgres (if DATABASE_URL is unset) + migrate + seed + serve"
     )
     dev_cmd.add_argument("--port", type=int, help="port (default: SERVER_PORT)")
+    sub.add_parser("purge-expired", help="delete expired idempotency keys (run it from a cron job)")
     sub.add_parser("check-config", help="validate the configuration and exit")
     return parser
 
@@ -152,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed(settings)
             case "dev":
                 dev(settings, port=args.port)
+            case "purge-expired":
+                purge_expired(settings)
             case "check-config":
                 print("configuration OK")
     except ConfigError as error:

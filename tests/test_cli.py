@@ -179,3 +179,50 @@ def test_invalid_settings_name_every_bad_variable() -> None:
     assert result.returncode == 2
     for name in ("DB_POOL_SIZE", "DATABASE_URL", "SECRET_KEY", "FIRST_SUPERUSER_PASSWORD"):
         assert name in result.stderr, result.stderr
+
+
+async def _keys(url: str, sql: str, *args: object) -> object:
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(False)
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await connection.fetchval(sql, *args)
+    finally:
+        await connection.close()
+
+
+def test_purge_expired_deletes_only_expired_idempotency_keys(database_url: str) -> None:
+    owner = asyncio.run(
+        _keys(
+            database_url,
+            "INSERT INTO users (id, email, hashed_password, is_active, is_superuser)"
+            " VALUES (gen_random_uuid(), 'purge@example.com', 'x', true, false) RETURNING id",
+        )
+    )
+    try:
+        asyncio.run(
+            _keys(
+                database_url,
+                "INSERT INTO idempotency_keys (user_id, key, request_fingerprint, created_at,"
+                " expires_at) SELECT $1, 'k' || n, 'f', now(), now() + (CASE WHEN n <= 1500"
+                " THEN interval '-1 hour' ELSE interval '1 hour' END)"
+                " FROM generate_series(1, 1600) AS n",
+                owner,
+            )
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "service.cli", "purge-expired"],
+            env=base_env(DATABASE_URL=database_url),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        [event] = [e for e in log_events(result.stdout) if e.get("event") == "purged_expired"]
+        assert event["idempotency_keys"] == 1500
+        left = asyncio.run(
+            _keys(database_url, "SELECT count(*) FROM idempotency_keys WHERE user_id = $1", owner)
+        )
+        assert left == 100
+    finally:
+        asyncio.run(_keys(database_url, "DELETE FROM users WHERE id = $1", owner))
