@@ -39,7 +39,7 @@ def _exit_cleanly_on_sigterm() -> None:
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
     from service.main import create_app
 
-    settings.sqlalchemy_url
+    settings.sqlalchemy_url  # noqa: B018 - fail before binding the port if DATABASE_URL is missing
     config = uvicorn.Config(
         create_app(settings),
         host=host or settings.server_host,
