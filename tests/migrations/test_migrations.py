@@ -50,6 +50,9 @@ async def test_upgrade_downgrade_upgrade_round_trip(empty_database: str) -> None
         "users",
         "items",
         "idempotency_keys",
+        "refresh_tokens",
+        "password_reset_tokens",
+        "login_throttle",
         "alembic_version",
     }
     await _alembic("downgrade", empty_database, "base")
@@ -59,6 +62,9 @@ async def test_upgrade_downgrade_upgrade_round_trip(empty_database: str) -> None
         "users",
         "items",
         "idempotency_keys",
+        "refresh_tokens",
+        "password_reset_tokens",
+        "login_throttle",
         "alembic_version",
     }
 
