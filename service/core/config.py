@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import json
+import re
 import secrets
 from enum import StrEnum
 from functools import cached_property
@@ -28,6 +31,8 @@ MIN_SECRET_KEY_DISTINCT_CHARS = 12  # rejects "aaaa…" and other keys a human t
 _POSTGRES_DRIVERS = frozenset(
     {"postgres", "postgresql", "postgresql+asyncpg", "postgresql+psycopg"}
 )
+_KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+type IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Environment(StrEnum):
@@ -38,6 +43,41 @@ class Environment(StrEnum):
 
 class ConfigError(RuntimeError):
     """Raised with one human-readable message naming every bad variable."""
+
+
+def weak_secret_reason(key: str, environment: Environment) -> str | None:
+    """Why a signing key is unacceptable in this environment, or None when it is fine."""
+    if environment is Environment.LOCAL:
+        return None
+    if (
+        key.lower() in PLACEHOLDER_SECRETS
+        or len(key) < MIN_SECRET_KEY_LENGTH
+        or len(set(key)) < MIN_SECRET_KEY_DISTINCT_CHARS
+    ):
+        return (
+            f"must be a random value of at least {MIN_SECRET_KEY_LENGTH} characters when"
+            f" ENVIRONMENT={environment.value} (generate one with:"
+            " python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
+    return None
+
+
+def derive_key_id(secret: str) -> str:
+    """A stable, non-secret name for a key: operators roll keys without inventing names."""
+    return hashlib.sha256(b"keelson-jwt-kid:" + secret.encode()).hexdigest()[:16]
+
+
+def _split_list(value: Any) -> Any:
+    """A comma-separated string or a JSON list (NoDecode hands over the raw string)."""
+    if isinstance(value, str):
+        value = value.strip()
+        if value.startswith("["):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError("is not a valid JSON list") from exc
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
 
 
 def normalize_database_url(raw: str) -> str:
@@ -55,6 +95,18 @@ def normalize_database_url(raw: str) -> str:
     return url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
+def _secret_text(value: Any) -> str:
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value).strip()
+
+
+def _split_key_entry(entry: str) -> tuple[str, str]:
+    """An entry `kid:secret` names its key; a bare secret (no colon) gets the derived kid."""
+    kid, separator, secret = entry.partition(":")
+    if not separator:
+        return derive_key_id(entry), entry
+    return kid.strip(), secret.strip()
+
+
 class Settings(BaseSettings):
     """All configuration. Field names map to upper-case environment variables of the same name."""
 
@@ -68,7 +120,7 @@ class Settings(BaseSettings):
     # -- identity and environment
     project_name: str = Field(default="Keelson", min_length=1, max_length=100)
     environment: Environment = Environment.LOCAL
-    docs_enabled: bool = True
+    docs_enabled: bool = Field(default=None, validate_default=True)  # unset: on only in local
     git_commit: str = Field(default="unknown", max_length=64)  # set by the image build
 
     # -- database
@@ -86,10 +138,21 @@ class Settings(BaseSettings):
 
     # -- tokens
     secret_key: SecretStr = Field(default=None, validate_default=True)
-    access_token_expire_minutes: int = Field(default=30, ge=1, le=60 * 24 * 8)
+    jwt_key_id: str | None = Field(default=None, pattern=_KEY_ID.pattern)
+    # Keys that still verify (never sign): "kid:secret" or a bare old SECRET_KEY (kid derived).
+    jwt_previous_keys: Annotated[dict[str, SecretStr], NoDecode] = {}
+    access_token_expire_minutes: int = Field(default=15, ge=1, le=60 * 24)
+    refresh_token_expire_days: int = Field(default=14, ge=1, le=365)
     email_reset_token_expire_hours: int = Field(default=1, ge=1, le=48)
     jwt_issuer: str = Field(default="keelson", min_length=1)
     jwt_audience: str = Field(default="keelson-api", min_length=1)
+
+    # -- login throttling (shared by every replica through PostgreSQL)
+    login_throttle_window_s: int = Field(default=900, ge=1, le=86_400)
+    login_max_failures_per_account: int = Field(default=10, ge=1, le=10_000)
+    login_max_failures_per_ip: int = Field(default=100, ge=1, le=1_000_000)
+    # Peers whose X-Forwarded-For names the client (comma-separated or JSON list of CIDRs).
+    trusted_proxy_cidrs: Annotated[list[IPNetwork], NoDecode] = []
 
     # -- passwords (argon2id); defaults match OWASP guidance and the template's cost
     argon2_memory_kib: int = Field(default=65_536, ge=8, le=4_194_304)
@@ -125,6 +188,8 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(default=20.0, ge=0, le=600)
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024, le=104_857_600)
     readiness_timeout_s: float = Field(default=1.0, gt=0, le=30)
+    hsts_enabled: bool = False  # true only when clients reach us over TLS (at the ingress)
+    hsts_max_age_s: int = Field(default=31_536_000, ge=0, le=63_072_000)
 
     # -- tracing (OpenTelemetry); the exporter reads the standard OTEL_EXPORTER_OTLP_* variables
     otel_traces_exporter: Literal["none", "otlp", "console"] = "none"
@@ -149,15 +214,36 @@ class Settings(BaseSettings):
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         """Accept a comma-separated list as well as JSON, as the template does."""
-        if isinstance(value, str):
-            value = value.strip()
-            if value.startswith("["):
-                # NoDecode hands over the raw string, and a str is not a list: parse it here.
-                try:
-                    return json.loads(value)
-                except json.JSONDecodeError as exc:
-                    raise ValueError("is not a valid JSON list") from exc
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        origins = _split_list(value)
+        if isinstance(origins, list) and any(str(o).strip() == "*" for o in origins):
+            raise ValueError(
+                '"*" is refused: browsers send credentials (Authorization) to the API, so every'
+                " allowed origin must be listed explicitly"
+            )
+        return origins
+
+    @field_validator("trusted_proxy_cidrs", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: Any) -> Any:
+        networks = _split_list(value)
+        if not isinstance(networks, list):
+            return networks
+        parsed: list[IPNetwork] = []
+        for index, raw in enumerate(networks):
+            try:
+                parsed.append(ipaddress.ip_network(str(raw).strip()))
+            except ValueError as exc:
+                raise ValueError(
+                    f"entry {index} is not an IP network in CIDR form (e.g. 10.0.0.0/8): {exc}"
+                ) from None
+        return parsed
+
+    @field_validator("docs_enabled", mode="before")
+    @classmethod
+    def _docs_default_by_environment(cls, value: Any, info: ValidationInfo) -> Any:
+        """Unset: interactive docs locally, none in staging and production (less to probe)."""
+        if value is None:
+            return info.data.get("environment", Environment.LOCAL) is Environment.LOCAL
         return value
 
     @field_validator("secret_key", mode="before")
@@ -170,17 +256,49 @@ class Settings(BaseSettings):
                 return secrets.token_urlsafe(48)
             raise ValueError(f"is required when ENVIRONMENT={environment.value}")
         key = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-        if environment is not Environment.LOCAL and (
-            key.lower() in PLACEHOLDER_SECRETS
-            or len(key) < MIN_SECRET_KEY_LENGTH
-            or len(set(key)) < MIN_SECRET_KEY_DISTINCT_CHARS
-        ):
-            raise ValueError(
-                f"must be a random value of at least {MIN_SECRET_KEY_LENGTH} characters when"
-                f" ENVIRONMENT={environment.value} (generate one with:"
-                " python -c 'import secrets; print(secrets.token_urlsafe(48))')"
-            )
+        reason = weak_secret_reason(key, environment)
+        if reason is not None:
+            raise ValueError(reason)
         return value
+
+    @field_validator("jwt_previous_keys", mode="before")
+    @classmethod
+    def _parse_previous_keys(cls, value: Any, info: ValidationInfo) -> Any:
+        """Entries "kid:secret" or "secret" (kid derived as for SECRET_KEY), comma-separated or
+        a JSON list; a JSON object {kid: secret} is accepted too. Same strength rules as
+        SECRET_KEY, and no kid may name two keys."""
+        if isinstance(value, str) and value.strip().startswith("{"):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError("is not a valid JSON object") from exc
+        if isinstance(value, dict):
+            entries = [(str(kid), _secret_text(secret)) for kid, secret in value.items()]
+        else:
+            items = _split_list(value)
+            if not isinstance(items, list):
+                return value
+            entries = [_split_key_entry(_secret_text(item)) for item in items]
+        environment = info.data.get("environment", Environment.LOCAL)
+        keys: dict[str, SecretStr] = {}
+        for index, (kid, secret) in enumerate(entries):
+            if not _KEY_ID.match(kid):
+                raise ValueError(f"entry {index}: a kid is 1-64 of A-Z a-z 0-9 . _ -")
+            reason = weak_secret_reason(secret, environment)
+            if not secret or reason is not None:
+                raise ValueError(f"entry {index} (kid {kid}): {reason or 'the secret is empty'}")
+            if kid in keys:
+                raise ValueError(f"entry {index}: kid {kid} is listed twice")
+            keys[kid] = SecretStr(secret)
+        signing = info.data.get("secret_key")
+        if isinstance(signing, SecretStr):
+            signing_kid = info.data.get("jwt_key_id") or derive_key_id(signing.get_secret_value())
+            if signing_kid in keys:
+                raise ValueError(
+                    f"kid {signing_kid} is the kid of SECRET_KEY: a verification key needs its"
+                    " own kid (remove the current key from this list)"
+                )
+        return keys
 
     @field_validator("first_superuser_password")
     @classmethod
@@ -213,6 +331,11 @@ class Settings(BaseSettings):
     @property
     def emails_enabled(self) -> bool:
         return self.smtp_host is not None
+
+    @property
+    def signing_key_id(self) -> str:
+        """The kid of SECRET_KEY: JWT_KEY_ID, or derived from the key itself."""
+        return self.jwt_key_id or derive_key_id(self.secret_key.get_secret_value())
 
 
 def format_validation_error(error: ValidationError) -> str:

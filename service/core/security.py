@@ -1,4 +1,4 @@
-"""Password hashing (argon2id, off the event loop) and signed access tokens (PyJWT, HS256)."""
+"""Password hashing (argon2id, off the event loop) and signed access tokens (PyJWT, HS256, kid)."""
 
 from __future__ import annotations
 
@@ -81,18 +81,34 @@ class PasswordHashing:
 
 
 class InvalidToken(Exception):
-    """The token is malformed, expired, signed with another key or meant for another purpose."""
+    """The token is malformed, expired, signed with an unknown key or meant for another purpose."""
+
+
+REQUIRED_CLAIMS = ("exp", "iat", "sub", "iss", "aud", "jti")
 
 
 class TokenCodec:
-    """Issues and checks HS256 JWTs; `exp`, `iat`, `sub`, `iss` and `aud` are mandatory."""
+    """Issues and checks HS256 JWTs; every claim of REQUIRED_CLAIMS and a `kid` header are required.
+
+    One key signs (SECRET_KEY, named by its kid); older keys listed in JWT_PREVIOUS_KEYS still
+    verify, so a key can be rolled without logging anyone out. The kid only selects a key among
+    the configured ones: an unknown kid is refused, never looked up anywhere else.
+    """
 
     def __init__(self, settings: Settings) -> None:
-        self._key = settings.secret_key.get_secret_value()
+        self.key_id = settings.signing_key_id
+        self._signing_key = settings.secret_key.get_secret_value()
+        self._keys: dict[str, str] = {
+            kid: secret.get_secret_value() for kid, secret in settings.jwt_previous_keys.items()
+        }
+        self._keys[self.key_id] = self._signing_key
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self.access_ttl = timedelta(minutes=settings.access_token_expire_minutes)
-        self.reset_ttl = timedelta(hours=settings.email_reset_token_expire_hours)
+
+    @property
+    def key_ids(self) -> frozenset[str]:
+        return frozenset(self._keys)
 
     def encode(
         self,
@@ -112,17 +128,30 @@ class TokenCodec:
             "aud": audience or self._audience,
             "jti": uuid.uuid4().hex,
         }
-        return jwt.encode(claims, self._key, algorithm=JWT_ALGORITHM)
+        return jwt.encode(
+            claims, self._signing_key, algorithm=JWT_ALGORITHM, headers={"kid": self.key_id}
+        )
+
+    def _key_for(self, token: str) -> str:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(str(exc)) from exc
+        kid = header.get("kid")
+        if not isinstance(kid, str) or kid not in self._keys:
+            raise InvalidToken("unknown or missing kid")
+        return self._keys[kid]
 
     def decode(self, token: str, *, audience: str | None = None) -> dict[str, Any]:
+        key = self._key_for(token)
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                self._key,
+                key,
                 algorithms=[JWT_ALGORITHM],
                 audience=audience or self._audience,
                 issuer=self._issuer,
-                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+                options={"require": list(REQUIRED_CLAIMS)},
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from exc

@@ -19,8 +19,9 @@ import httpx
 import jwt
 import pytest
 from fastapi import FastAPI
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from service.auth.service import create_reset_token
+from service.auth.service import issue_reset_token
 from service.core.config import Settings
 from service.core.security import PasswordHashing
 from service.users.models import User
@@ -42,15 +43,19 @@ def claims_for(user: User, **changes: Any) -> dict[str, Any]:
         "exp": now + timedelta(minutes=5),
         "iss": "keelson",
         "aud": "keelson-api",
+        "jti": uuid.uuid4().hex,
     }
     claims.update(changes)
     return {name: value for name, value in claims.items() if value is not None}
 
 
 def forge(settings: Settings, claims: dict[str, Any], algorithm: str = "HS256") -> str:
+    """Signed with SECRET_KEY and named by its kid, as the service signs."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PyJWT warns about short HMAC keys for HS384/HS512
-        return jwt.encode(claims, key_of(settings), algorithm=algorithm)
+        return jwt.encode(
+            claims, key_of(settings), algorithm=algorithm, headers={"kid": settings.signing_key_id}
+        )
 
 
 def b64(data: dict[str, Any]) -> str:
@@ -84,8 +89,30 @@ async def test_alg_none_token_is_401(client: httpx.AsyncClient, user: User) -> N
     await assert_refused(client, jwt.encode(claims, None, algorithm="none"))
 
 
-async def test_token_signed_with_another_key_is_401(client: httpx.AsyncClient, user: User) -> None:
-    token = jwt.encode(claims_for(user), "another-secret-key-of-the-same-length-0123", "HS256")
+@pytest.mark.parametrize(
+    "kid",
+    [None, "", "unknown-kid", "../../../dev/null", "' OR '1'='1"],
+    ids=["no-kid", "empty", "unknown", "path", "sql"],
+)
+async def test_token_without_a_configured_kid_is_401(
+    client: httpx.AsyncClient, app: FastAPI, user: User, kid: str | None
+) -> None:
+    """The right key and claims are not enough: the kid must name a configured key."""
+    headers = {} if kid is None else {"kid": kid}
+    token = jwt.encode(claims_for(user), key_of(app.state.settings), "HS256", headers=headers)
+    await assert_refused(client, token)
+
+
+async def test_token_signed_with_another_key_is_401(
+    client: httpx.AsyncClient, app: FastAPI, user: User
+) -> None:
+    """Even when it names our key's kid."""
+    token = jwt.encode(
+        claims_for(user),
+        "another-secret-key-of-the-same-length-0123",
+        "HS256",
+        headers={"kid": app.state.settings.signing_key_id},
+    )
     await assert_refused(client, token)
 
 
@@ -106,7 +133,7 @@ async def test_token_just_past_expiry_is_401(
     await assert_refused(client, token)
 
 
-@pytest.mark.parametrize("claim", ["exp", "iat", "sub", "iss", "aud"])
+@pytest.mark.parametrize("claim", ["exp", "iat", "sub", "iss", "aud", "jti"])
 async def test_token_missing_a_required_claim_is_401(
     client: httpx.AsyncClient, app: FastAPI, user: User, claim: str
 ) -> None:
@@ -177,9 +204,11 @@ async def test_other_hmac_algorithm_with_the_right_key_is_401(
 
 
 async def test_reset_token_is_not_an_access_token(
-    client: httpx.AsyncClient, app: FastAPI, user: User
+    client: httpx.AsyncClient, app: FastAPI, user: User, session: AsyncSession
 ) -> None:
-    await assert_refused(client, create_reset_token(app.state.tokens, user))
+    token = await issue_reset_token(session, app.state.settings, user)
+    await session.commit()
+    await assert_refused(client, token)
 
 
 @pytest.mark.parametrize(
@@ -226,8 +255,12 @@ async def test_issued_access_token_is_hs256_with_every_required_claim(
         data={"username": "alice@example.com", "password": USER_PASSWORD},
     )
     token = response.json()["access_token"]
-    assert jwt.get_unverified_header(token)["alg"] == "HS256"
     settings = app.state.settings
+    assert jwt.get_unverified_header(token) == {
+        "alg": "HS256",
+        "typ": "JWT",
+        "kid": settings.signing_key_id,
+    }
     claims = jwt.decode(token, key_of(settings), algorithms=["HS256"], audience="keelson-api")
     assert claims.keys() >= {"sub", "iat", "exp", "iss", "aud", "jti"}
     assert (claims["sub"], claims["iss"], claims["aud"]) == (str(user.id), "keelson", "keelson-api")
