@@ -8,7 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
+from service.core.client_ip import client_key, resolve_client_ip
 from service.core.config import Settings
+from service.core.db import Database
 from service.core.db import SessionDep as SessionDep  # re-exported for the routes
 from service.core.errors import Forbidden, Unauthorized
 from service.core.mailer import Mailer
@@ -35,15 +37,30 @@ def _tokens(request: Request) -> TokenCodec:
     return tokens
 
 
+def _database(request: Request) -> Database:
+    """For work that outlives the request (background tasks open their own sessions)."""
+    database: Database = request.app.state.db
+    return database
+
+
 def _mailer(request: Request) -> Mailer:
     mailer: Mailer = request.app.state.mailer
     return mailer
+
+
+def _client(request: Request) -> str:
+    """The key per-client limits count under: the client's address (an IPv6 client's /64)."""
+    settings: Settings = request.app.state.settings
+    peer = request.client.host if request.client else None
+    return client_key(resolve_client_ip(peer, request.headers, settings.trusted_proxy_cidrs))
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 PasswordsDep = Annotated[PasswordHashing, Depends(_passwords)]
 TokensDep = Annotated[TokenCodec, Depends(_tokens)]
 MailerDep = Annotated[Mailer, Depends(_mailer)]
+DatabaseDep = Annotated[Database, Depends(_database)]
+ClientDep = Annotated[str, Depends(_client)]
 
 
 class InvalidCredentials(Unauthorized):

@@ -1,15 +1,17 @@
-"""HTTP routes for login and password recovery (template-compatible)."""
+"""HTTP routes for login, token refresh, logout and password recovery (template-compatible)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Path
 from fastapi.responses import HTMLResponse
 from fastapi.security import OAuth2PasswordRequestForm
 
 from service.api.deps import (
+    ClientDep,
     CurrentUser,
+    DatabaseDep,
     MailerDep,
     PasswordsDep,
     SessionDep,
@@ -18,33 +20,85 @@ from service.api.deps import (
     TokensDep,
 )
 from service.auth import emails, service
-from service.auth.schemas import NewPassword, Token
+from service.auth.schemas import NewPassword, RefreshRequest, Token
 from service.core import metrics
 from service.core.errors import NotFound
 from service.core.routing import StrictJSONRoute
-from service.core.schemas import Message
+from service.core.schemas import Message, problem_responses
 from service.users.schemas import UserPublic
 
 router = APIRouter(tags=["login"], route_class=StrictJSONRoute)
 
 EmailPath = Annotated[str, Path(min_length=3, max_length=255)]
 
+# Answers that carry credentials or account data: never stored by a browser or a proxy.
+NO_STORE_ROUTES = frozenset(
+    {
+        "/api/v1/login/access-token",
+        "/api/v1/login/refresh",
+        "/api/v1/login/test-token",
+        "/api/v1/logout",
+        "/api/v1/password-recovery/{email}",
+        "/api/v1/reset-password/",
+        "/api/v1/password-recovery-html-content/{email}",
+        "/api/v1/users/me",
+        "/api/v1/users/me/password",
+        "/api/v1/users/signup",
+    }
+)
 
-@router.post("/login/access-token", response_model=Token)
+
+def _token(issued: service.IssuedTokens) -> Token:
+    return Token(
+        access_token=issued.access_token,
+        refresh_token=issued.refresh_token,
+        expires_in=issued.expires_in,
+    )
+
+
+@router.post("/login/access-token", response_model=Token, responses=problem_responses(429))
 async def login_access_token(
-    request: Request,
     session: SessionDep,
     passwords: PasswordsDep,
     tokens: TokensDep,
+    settings: SettingsDep,
+    client: ClientDep,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
 ) -> Token:
     try:
-        user = await service.authenticate(session, passwords, form.username, form.password)
+        issued = await service.login(
+            session,
+            passwords,
+            tokens,
+            settings,
+            email=form.username,
+            password=form.password,
+            client=client,
+        )
+    except service.LoginThrottled:
+        metrics.LOGIN_ATTEMPTS.labels(service.LoginOutcome.THROTTLED.value).inc()
+        raise
     except service.LoginFailed as failure:
         metrics.LOGIN_ATTEMPTS.labels(failure.outcome.value).inc()
         raise
     metrics.LOGIN_ATTEMPTS.labels(service.LoginOutcome.SUCCESS.value).inc()
-    return Token(access_token=tokens.create_access_token(user.id))
+    return _token(issued)
+
+
+@router.post("/login/refresh", response_model=Token)
+async def refresh_access_token(
+    session: SessionDep, tokens: TokensDep, settings: SettingsDep, body: RefreshRequest
+) -> Token:
+    """Rotate: the presented refresh token is spent and a new pair comes back."""
+    return _token(await service.refresh(session, tokens, settings, body.refresh_token))
+
+
+@router.post("/logout", response_model=Message)
+async def logout(session: SessionDep, user: CurrentUser) -> Message:
+    """Sign out everywhere: every refresh token of the user is revoked. Access tokens already
+    issued stay valid until they expire (ACCESS_TOKEN_EXPIRE_MINUTES)."""
+    await service.logout(session, user)
+    return Message(message="Logged out")
 
 
 @router.post("/login/test-token", response_model=UserPublic)
@@ -55,38 +109,32 @@ async def test_token(user: CurrentUser) -> UserPublic:
 @router.post("/password-recovery/{email}", response_model=Message)
 async def recover_password(
     email: EmailPath,
-    session: SessionDep,
-    tokens: TokensDep,
+    database: DatabaseDep,
     settings: SettingsDep,
     mailer: MailerDep,
     background: BackgroundTasks,
 ) -> Message:
-    """The same answer, sent as fast, whether or not the email exists; the mail goes out after."""
-    user = await service.find_user_by_email(session, email)
-    if user is not None and user.is_active:
-        token = service.create_reset_token(tokens, user)
-        background.add_task(
-            mailer.send_in_background, emails.reset_password_email(settings, user.email, token)
-        )
+    """The same answer after the same work (none) for every email: the lookup, the token and the
+    mail all happen after the response."""
+    background.add_task(service.send_reset_link, database.sessionmaker, mailer, settings, email)
     return Message(message="If that email is registered, we sent a password recovery link")
 
 
 @router.post("/reset-password/", response_model=Message)
 async def reset_password(
-    session: SessionDep, passwords: PasswordsDep, tokens: TokensDep, body: NewPassword
+    session: SessionDep, passwords: PasswordsDep, body: NewPassword
 ) -> Message:
-    await service.reset_password(session, passwords, tokens, body.token, body.new_password)
+    await service.reset_password(session, passwords, body.token, body.new_password)
     return Message(message="Password updated successfully")
 
 
 @router.post("/password-recovery-html-content/{email}", response_class=HTMLResponse)
 async def recover_password_html_content(
-    email: EmailPath, session: SessionDep, tokens: TokensDep, settings: SettingsDep, _: SuperUser
+    email: EmailPath, session: SessionDep, settings: SettingsDep, _: SuperUser
 ) -> HTMLResponse:
     user = await service.find_user_by_email(session, email)
     if user is None:
         raise NotFound("The user with this email does not exist in the system")
-    message = emails.reset_password_email(
-        settings, user.email, service.create_reset_token(tokens, user)
-    )
+    token = await service.issue_reset_token(session, settings, user)
+    message = emails.reset_password_email(settings, user.email, token)
     return HTMLResponse(content=message.html, headers={"subject": message.subject})

@@ -8,8 +8,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Token(BaseModel):
+    """The template's `{access_token, token_type}`, plus the refresh token and the access
+    token's lifetime in seconds (RFC 6749 section 5.1 names)."""
+
     access_token: str
     token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
+    refresh_token: str
+    expires_in: int
+
+
+class RefreshRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_token: Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class NewPassword(BaseModel):

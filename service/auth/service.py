@@ -1,26 +1,45 @@
-"""Login and password recovery rules.
+"""Login (throttled), refresh-token rotation, logout, and password recovery rules.
 
-Every login path costs one argon2 verification, whether or not the email exists, so response time
-does not reveal which emails are registered.
+Every login path that is not throttled costs one argon2 verification, whether or not the email
+exists, so response time does not reveal which emails are registered. A throttled attempt costs
+no argon2 at all: that work is what a password-guessing flood would otherwise buy.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
+import math
+import secrets
 import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
+import structlog
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from service.core.errors import BadRequest
-from service.core.security import InvalidToken, PasswordHashing, TokenCodec
-from service.users import repository
+from service.auth import emails, repository
+from service.auth.models import PasswordResetToken, RefreshToken
+from service.core import metrics
+from service.core.config import Settings
+from service.core.errors import BadRequest, Unauthorized
+from service.core.mailer import Mailer
+from service.core.rate_limits import Quota, RateLimited
+from service.core.security import PasswordHashing, TokenCodec
+from service.core.tables import utcnow
+from service.users import repository as users
 from service.users.models import User
 
-RESET_AUDIENCE = "keelson-password-reset"
 MAX_PASSWORD_LENGTH = 128
 MAX_EMAIL_LENGTH = 255
+OPAQUE_TOKEN_BYTES = 32  # 256 random bits: a stored digest needs no salt or slow hash
+# Unspent reset links a user may have at once; more requests are answered but send nothing,
+# so nobody can flood someone's mailbox through /password-recovery.
+MAX_LIVE_RESET_TOKENS = 3
+PURGE_BATCH = 100  # expired rows removed per request that purges: bounded work per request
+
+log = structlog.get_logger(__name__)
 
 
 class LoginOutcome(StrEnum):
@@ -28,6 +47,12 @@ class LoginOutcome(StrEnum):
     BAD_PASSWORD = "bad_password"  # noqa: S105 - an outcome label, not a password
     UNKNOWN_USER = "unknown_user"
     INACTIVE = "inactive"
+    THROTTLED = "throttled"
+
+
+class ThrottleScope(StrEnum):
+    ACCOUNT = "account"
+    IP = "ip"
 
 
 class LoginFailed(BadRequest):
@@ -36,9 +61,35 @@ class LoginFailed(BadRequest):
         self.outcome = outcome
 
 
+class LoginThrottled(RateLimited):
+    def __init__(self, quotas: list[Quota]) -> None:
+        super().__init__("Too many failed login attempts; try again later", quotas)
+
+
 class InvalidResetToken(BadRequest):
     def __init__(self) -> None:
         super().__init__("Invalid token")
+
+
+class InvalidRefreshToken(Unauthorized):
+    def __init__(self) -> None:
+        super().__init__("Invalid refresh token")
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedTokens:
+    access_token: str
+    refresh_token: str
+    expires_in: int  # seconds the access token lives
+
+
+def digest(token: str) -> str:
+    """What the database stores instead of a token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_opaque_token() -> str:
+    return secrets.token_urlsafe(OPAQUE_TOKEN_BYTES)
 
 
 async def find_user_by_email(session: AsyncSession, email: str) -> User | None:
@@ -46,7 +97,7 @@ async def find_user_by_email(session: AsyncSession, email: str) -> User | None:
     so the auth endpoints answer it exactly like an unknown email."""
     if len(email) > MAX_EMAIL_LENGTH or "\x00" in email:
         return None
-    return await repository.get_user_by_email(session, email)
+    return await users.get_user_by_email(session, email)
 
 
 async def authenticate(
@@ -65,43 +116,240 @@ async def authenticate(
     if not user.is_active:
         raise LoginFailed(LoginOutcome.INACTIVE, "Inactive user")
     if check.new_hash is not None:  # argon2 parameters changed since this hash was made
-        await repository.save_user(session, user, {"hashed_password": check.new_hash})
+        await users.save_user(session, user, {"hashed_password": check.new_hash})
     return user
 
 
-def _password_fingerprint(hashed_password: str) -> str:
-    """Bound into reset tokens: once the password changes, every earlier token stops working."""
-    return hashlib.sha256(hashed_password.encode()).hexdigest()[:32]
+# -- login throttling
 
 
-def create_reset_token(tokens: TokenCodec, user: User) -> str:
-    return tokens.encode(
-        str(user.id),
-        tokens.reset_ttl,
-        audience=RESET_AUDIENCE,
-        extra={"pwh": _password_fingerprint(user.hashed_password)},
+def account_key(email: str) -> str:
+    """Counters are per normalised email, existing or not, so they reveal no accounts."""
+    return digest(email.strip().lower())
+
+
+def _limits(settings: Settings) -> dict[str, int]:
+    return {
+        ThrottleScope.ACCOUNT: settings.login_max_failures_per_account,
+        ThrottleScope.IP: settings.login_max_failures_per_ip,
+    }
+
+
+def _quotas(counts: list[repository.ThrottleCount], settings: Settings) -> list[Quota]:
+    window_s = settings.login_throttle_window_s
+    limits = _limits(settings)
+    quotas = []
+    for count in sorted(counts, key=lambda c: c.scope):
+        ends = count.window_started_at + timedelta(seconds=window_s)
+        reset_s = max(1, math.ceil((ends - count.now).total_seconds()))
+        limit = limits[count.scope]
+        quotas.append(
+            Quota(
+                name=f"login-{count.scope}",
+                limit=limit,
+                window_s=window_s,
+                remaining=max(0, limit - count.failures),
+                reset_s=reset_s,
+            )
+        )
+    return quotas
+
+
+async def count_login_attempt(
+    session: AsyncSession, settings: Settings, email: str, client: str
+) -> None:
+    """Count this attempt for the account and the client network, and commit at once, before
+    any password is checked: a failure stays counted, and every replica sees it immediately.
+    Raises LoginThrottled, with no argon2 work done, once either count passes its limit."""
+    window = timedelta(seconds=settings.login_throttle_window_s)
+    await repository.purge_ended_windows(session, window, PURGE_BATCH)
+    counts = await repository.count_attempt(
+        session, [(ThrottleScope.ACCOUNT, account_key(email)), (ThrottleScope.IP, client)], window
     )
+    await session.commit()
+    limits = _limits(settings)
+    over = [c.scope for c in counts if c.failures > limits[c.scope]]
+    if over:
+        log.warning("login_throttled", scopes=sorted(over), client=client)
+        raise LoginThrottled(_quotas(counts, settings))
 
 
-async def reset_password(
+async def forget_login_attempt(session: AsyncSession, email: str, client: str) -> None:
+    """After a successful login: the account starts afresh, the client's attempt is taken back."""
+    await repository.reset_counter(session, ThrottleScope.ACCOUNT, account_key(email))
+    await repository.forget_attempt(session, ThrottleScope.IP, client)
+
+
+async def login(
     session: AsyncSession,
     passwords: PasswordHashing,
     tokens: TokenCodec,
-    token: str,
-    new_password: str,
+    settings: Settings,
+    *,
+    email: str,
+    password: str,
+    client: str,
+) -> IssuedTokens:
+    await count_login_attempt(session, settings, email, client)
+    user = await authenticate(session, passwords, email, password)
+    await forget_login_attempt(session, email, client)
+    await repository.purge_expired_refresh_tokens(session, utcnow(), PURGE_BATCH)
+    return await issue_tokens(session, tokens, settings, user.id)
+
+
+# -- refresh tokens
+
+
+async def _add_refresh_token(
+    session: AsyncSession,
+    settings: Settings,
+    user_id: uuid.UUID,
+    family_id: uuid.UUID,
+    now: datetime,
+) -> tuple[RefreshToken, str]:
+    token = new_opaque_token()
+    stored = await repository.add_refresh_token(
+        session,
+        RefreshToken(
+            user_id=user_id,
+            family_id=family_id,
+            token_hash=digest(token),
+            created_at=now,
+            expires_at=now + timedelta(days=settings.refresh_token_expire_days),
+        ),
+    )
+    return stored, token
+
+
+def _pair(tokens: TokenCodec, user_id: uuid.UUID, refresh_token: str) -> IssuedTokens:
+    return IssuedTokens(
+        access_token=tokens.create_access_token(user_id),
+        refresh_token=refresh_token,
+        expires_in=int(tokens.access_ttl.total_seconds()),
+    )
+
+
+async def issue_tokens(
+    session: AsyncSession, tokens: TokenCodec, settings: Settings, user_id: uuid.UUID
+) -> IssuedTokens:
+    """A new access token and the first refresh token of a new family (a new sign-in)."""
+    _, refresh_token = await _add_refresh_token(session, settings, user_id, uuid.uuid4(), utcnow())
+    return _pair(tokens, user_id, refresh_token)
+
+
+async def refresh(
+    session: AsyncSession, tokens: TokenCodec, settings: Settings, presented: str
+) -> IssuedTokens:
+    """Trade a refresh token for a new pair; the presented token is spent.
+
+    Presenting a token that was already rotated means it was copied: the legitimate client and
+    someone else both hold the family. Neither can be told apart, so the whole family is revoked
+    (committed before the 401, so the revocation survives the error).
+    """
+    now = utcnow()
+    current = await repository.lock_refresh_token(session, digest(presented))
+    if current is None:
+        raise InvalidRefreshToken
+    if current.rotated_at is not None:
+        revoked = await repository.revoke_family(session, current.family_id, now)
+        await session.commit()
+        metrics.REFRESH_TOKEN_REUSE.inc()
+        log.warning(
+            "refresh_token_reuse",
+            user_id=str(current.user_id),
+            family_id=str(current.family_id),
+            revoked=revoked,
+        )
+        raise InvalidRefreshToken
+    if current.revoked_at is not None or current.expires_at <= now:
+        raise InvalidRefreshToken
+    user = await users.get_user(session, current.user_id)
+    if user is None or not user.is_active:
+        raise InvalidRefreshToken
+    successor, refresh_token = await _add_refresh_token(
+        session, settings, user.id, current.family_id, now
+    )
+    await repository.mark_rotated(session, current, successor.id, now)
+    return _pair(tokens, user.id, refresh_token)
+
+
+async def logout(session: AsyncSession, user: User) -> int:
+    """Sign the user out everywhere: every refresh token of the user is revoked."""
+    return await repository.revoke_user_refresh_tokens(session, user.id, utcnow())
+
+
+async def revoke_credentials(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """After a password change: no refresh token and no reset link issued before it works."""
+    now = utcnow()
+    await repository.revoke_user_refresh_tokens(session, user_id, now)
+    await repository.spend_user_reset_tokens(session, user_id, now)
+
+
+# -- password recovery
+
+
+async def issue_reset_token(session: AsyncSession, settings: Settings, user: User) -> str:
+    now = utcnow()
+    token = new_opaque_token()
+    await repository.add_reset_token(
+        session,
+        PasswordResetToken(
+            user_id=user.id,
+            token_hash=digest(token),
+            created_at=now,
+            expires_at=now + timedelta(hours=settings.email_reset_token_expire_hours),
+        ),
+    )
+    return token
+
+
+async def request_password_reset(
+    session: AsyncSession, settings: Settings, email: str
+) -> tuple[User, str] | None:
+    """The user and a fresh reset token to mail, or None (unknown, inactive, or enough links
+    already out); the caller answers the same in every case."""
+    user = await find_user_by_email(session, email)
+    if user is None or not user.is_active:
+        return None
+    now = utcnow()
+    await repository.purge_expired_reset_tokens(session, now, PURGE_BATCH)
+    if await repository.count_live_reset_tokens(session, user.id, now) >= MAX_LIVE_RESET_TOKENS:
+        log.info("password_reset_suppressed", user_id=str(user.id), reason="too_many_live_links")
+        return None
+    return user, await issue_reset_token(session, settings, user)
+
+
+async def send_reset_link(
+    sessions: async_sessionmaker[AsyncSession], mailer: Mailer, settings: Settings, email: str
 ) -> None:
+    """The whole recovery request, run after the response: the request itself does the same
+    (nothing) for every email, so neither its answer nor its timing says whether one exists."""
     try:
-        claims = tokens.decode(token, audience=RESET_AUDIENCE)
-        user_id = uuid.UUID(claims["sub"])
-    except (InvalidToken, ValueError):
-        raise InvalidResetToken from None
-    user = await repository.get_user(session, user_id)
-    if user is None or not hmac.compare_digest(
-        str(claims.get("pwh", "")), _password_fingerprint(user.hashed_password)
-    ):
+        async with sessions() as session:
+            requested = await request_password_reset(session, settings, email)
+            await session.commit()
+    except Exception:
+        log.exception("password_reset_failed")
+        return
+    if requested is not None:
+        user, token = requested
+        await mailer.send_in_background(emails.reset_password_email(settings, user.email, token))
+
+
+async def reset_password(
+    session: AsyncSession, passwords: PasswordHashing, token: str, new_password: str
+) -> None:
+    """Spend a reset token: it works once, before it expires, and only while the account is
+    active. Every other reset link and every refresh token of the user dies with it, and the
+    account's failed-login count starts afresh (the owner proved control of the mailbox)."""
+    stored = await repository.lock_reset_token(session, digest(token))
+    if stored is None or stored.used_at is not None or stored.expires_at <= utcnow():
+        raise InvalidResetToken
+    user = await users.get_user(session, stored.user_id)
+    if user is None:
         raise InvalidResetToken
     if not user.is_active:
         raise BadRequest("Inactive user")
-    await repository.save_user(
-        session, user, {"hashed_password": await passwords.hash(new_password)}
-    )
+    await users.save_user(session, user, {"hashed_password": await passwords.hash(new_password)})
+    await revoke_credentials(session, user.id)
+    await repository.reset_counter(session, ThrottleScope.ACCOUNT, account_key(user.email))

@@ -31,6 +31,17 @@ LOGIN_ATTEMPTS = Counter(
     ["outcome"],
     namespace=NAMESPACE,
 )
+REFRESH_TOKEN_REUSE = Counter(
+    "refresh_token_reuse",
+    "Rotated refresh tokens presented again; each one revoked its whole token family.",
+    namespace=NAMESPACE,
+)
+EMAILS = Counter(
+    "emails",
+    "Emails by kind (reset_password, new_account, test) and outcome (sent, failed, skipped).",
+    ["kind", "outcome"],
+    namespace=NAMESPACE,
+)
 DB_POOL_SIZE = Gauge("db_pool_size", "Configured connection pool size.", namespace=NAMESPACE)
 DB_POOL_CHECKED_OUT = Gauge(
     "db_pool_checked_out", "Connections lent to requests right now.", namespace=NAMESPACE

@@ -5,9 +5,17 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, BackgroundTasks, Query
 
-from service.api.deps import CurrentUser, PasswordsDep, SessionDep, SuperUser
+from service.api.deps import (
+    CurrentUser,
+    MailerDep,
+    PasswordsDep,
+    SessionDep,
+    SettingsDep,
+    SuperUser,
+)
+from service.auth.emails import new_account_email
 from service.core.routing import StrictJSONRoute
 from service.core.schemas import Message
 from service.users import service
@@ -37,9 +45,18 @@ async def read_users(
 
 @router.post("/", response_model=UserPublic)
 async def create_user(
-    session: SessionDep, passwords: PasswordsDep, _: SuperUser, body: UserCreate
+    session: SessionDep,
+    passwords: PasswordsDep,
+    _: SuperUser,
+    body: UserCreate,
+    settings: SettingsDep,
+    mailer: MailerDep,
+    background: BackgroundTasks,
 ) -> UserPublic:
-    return UserPublic.model_validate(await service.create_user(session, passwords, body))
+    user = await service.create_user(session, passwords, body)
+    if mailer.enabled:  # after the response, and only once the new row is committed
+        background.add_task(mailer.send_in_background, new_account_email(settings, user.email))
+    return UserPublic.model_validate(user)
 
 
 @router.get("/me", response_model=UserPublic)
@@ -68,9 +85,17 @@ async def update_password_me(
 
 @router.post("/signup", response_model=UserPublic)
 async def register_user(
-    session: SessionDep, passwords: PasswordsDep, body: UserRegister
+    session: SessionDep,
+    passwords: PasswordsDep,
+    body: UserRegister,
+    settings: SettingsDep,
+    mailer: MailerDep,
+    background: BackgroundTasks,
 ) -> UserPublic:
-    return UserPublic.model_validate(await service.create_user(session, passwords, body))
+    user = await service.create_user(session, passwords, body)
+    if mailer.enabled:
+        background.add_task(mailer.send_in_background, new_account_email(settings, user.email))
+    return UserPublic.model_validate(user)
 
 
 @router.get("/{user_id}", response_model=UserPublic)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from service.auth.service import revoke_credentials
 from service.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from service.core.security import PasswordHashing
 from service.users import repository
@@ -108,6 +109,7 @@ async def change_my_password(
     if data.current_password == data.new_password:
         raise SamePassword
     await _save(session, user, {"hashed_password": await passwords.hash(data.new_password)})
+    await revoke_credentials(session, user.id)
 
 
 async def update_user(
@@ -119,7 +121,10 @@ async def update_user(
     changes = _changes(data)
     if data.password is not None:
         changes["hashed_password"] = await passwords.hash(data.password)
-    return await _save(session, user, changes)
+    saved = await _save(session, user, changes)
+    if data.password is not None:  # a new password ends every session the old one opened
+        await revoke_credentials(session, user.id)
+    return saved
 
 
 async def delete_me(session: AsyncSession, user: User) -> None:

@@ -38,12 +38,16 @@ def spy_on(monkeypatch: pytest.MonkeyPatch, app: FastAPI, method: str) -> AsyncM
 
 
 async def test_login_returns_a_bearer_token(client: httpx.AsyncClient, user: User) -> None:
+    """The template's {access_token, token_type}, plus refresh_token and expires_in."""
     response = await login(client, "alice@example.com", USER_PASSWORD)
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"access_token", "token_type"}
+    assert set(body) == {"access_token", "token_type", "refresh_token", "expires_in"}
     assert body["token_type"] == "bearer"
     assert body["access_token"].count(".") == 2
+    assert body["expires_in"] == 15 * 60
+    assert "." not in body["refresh_token"]  # opaque, not a JWT
+    assert len(body["refresh_token"]) >= 43  # 32 random bytes, base64url
 
 
 async def test_issued_token_works_on_test_token_and_me(

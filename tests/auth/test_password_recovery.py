@@ -5,18 +5,21 @@ Mail goes to a real aiosmtpd server in this process (tests/support/smtp.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlmodel import select
+from sqlalchemy import text
+from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from service.auth.service import RESET_AUDIENCE, _password_fingerprint, create_reset_token
+from service.auth.models import PasswordResetToken
+from service.auth.service import MAX_LIVE_RESET_TOKENS, digest, issue_reset_token
 from service.users.models import User
 from tests.conftest import USER_PASSWORD, UserFactory, bearer, problem
 from tests.support.smtp import ClientFactory, SmtpServer, reset_token_in, unused_port
@@ -38,6 +41,32 @@ async def login(client: httpx.AsyncClient, email: str, password: str) -> httpx.R
     return await client.post(
         "/api/v1/login/access-token", data={"username": email, "password": password}
     )
+
+
+async def reset_token_for(session: AsyncSession, app: FastAPI, user: User) -> str:
+    """A reset token issued the way the service issues them, committed for the API to see."""
+    token = await issue_reset_token(session, app.state.settings, user)
+    await session.commit()
+    return token
+
+
+async def stored_reset_tokens(
+    session: AsyncSession, user_id: uuid.UUID
+) -> list[PasswordResetToken]:
+    result = await session.exec(
+        select(PasswordResetToken)
+        .where(PasswordResetToken.user_id == user_id)
+        .order_by(col(PasswordResetToken.created_at))
+        .execution_options(populate_existing=True)
+    )
+    return list(result.all())
+
+
+def emails_counted(app: FastAPI, kind: str, outcome: str) -> float:
+    from prometheus_client import REGISTRY
+
+    value = REGISTRY.get_sample_value("keelson_emails_total", {"kind": kind, "outcome": outcome})
+    return value or 0.0
 
 
 def mail_events(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
@@ -137,9 +166,13 @@ async def test_reset_token_works_only_once(
 
 
 async def test_older_reset_tokens_die_when_the_password_changes(
-    client: httpx.AsyncClient, app: FastAPI, user: User, user_headers: dict[str, str]
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    user: User,
+    user_headers: dict[str, str],
+    session: AsyncSession,
 ) -> None:
-    token = create_reset_token(app.state.tokens, user)
+    token = await reset_token_for(session, app, user)
     changed = await client.patch(
         "/api/v1/users/me/password",
         headers=user_headers,
@@ -175,30 +208,70 @@ async def test_access_token_is_not_a_reset_token(
 async def test_expired_reset_token_is_400(
     client: httpx.AsyncClient, app: FastAPI, user: User, session: AsyncSession
 ) -> None:
-    expired = app.state.tokens.encode(
-        str(user.id),
-        timedelta(seconds=-5),
-        audience=RESET_AUDIENCE,
-        extra={"pwh": _password_fingerprint(user.hashed_password)},
+    token = await reset_token_for(session, app, user)
+    await session.exec(
+        update(PasswordResetToken)
+        .where(col(PasswordResetToken.token_hash) == digest(token))
+        .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
     )
-    response = await client.post(RESET, json={"token": expired, "new_password": NEW_PASSWORD})
+    await session.commit()
+    response = await client.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
     assert problem(response, 400)["detail"] == "Invalid token"
     assert await stored_hash(session, user.id) == user.hashed_password
 
 
-async def test_reset_token_without_password_fingerprint_is_400(
-    client: httpx.AsyncClient, app: FastAPI, user: User
+async def test_reset_tokens_are_stored_only_as_digests(
+    mail_client: tuple[FastAPI, httpx.AsyncClient],
+    smtp_server: SmtpServer,
+    user: User,
+    session: AsyncSession,
 ) -> None:
-    token = app.state.tokens.encode(str(user.id), timedelta(minutes=5), audience=RESET_AUDIENCE)
-    response = await client.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
-    assert problem(response, 400)["detail"] == "Invalid token"
+    _, client = mail_client
+    await client.post(RECOVER.format("alice@example.com"))
+    token = reset_token_in((await smtp_server.wait_for(1))[0].text)
+    [stored] = await stored_reset_tokens(session, user.id)
+    assert stored.token_hash == digest(token) != token
+    assert stored.used_at is None
+    lifetime = stored.expires_at - stored.created_at
+    assert lifetime == timedelta(hours=1)
+    rows = await session.exec(text("SELECT t::text FROM password_reset_tokens t"))
+    assert all(token not in row for (row,) in rows.all())  # no column holds the token itself
+
+
+async def test_spent_token_is_marked_used_and_kills_the_other_links(
+    client: httpx.AsyncClient, app: FastAPI, user: User, session: AsyncSession
+) -> None:
+    first = await reset_token_for(session, app, user)
+    second = await reset_token_for(session, app, user)
+    used = await client.post(RESET, json={"token": second, "new_password": NEW_PASSWORD})
+    assert used.status_code == 200
+    assert all(t.used_at is not None for t in await stored_reset_tokens(session, user.id))
+    other = await client.post(RESET, json={"token": first, "new_password": "third-password-1"})
+    assert problem(other, 400)["detail"] == "Invalid token"
+
+
+async def test_recovery_stops_mailing_when_enough_links_are_out(
+    mail_client: tuple[FastAPI, httpx.AsyncClient],
+    smtp_server: SmtpServer,
+    user: User,
+    session: AsyncSession,
+) -> None:
+    """Nobody can flood a mailbox: past the live-link cap the answer is the same, no mail."""
+    _, client = mail_client
+    for _ in range(MAX_LIVE_RESET_TOKENS + 2):
+        response = await client.post(RECOVER.format("alice@example.com"))
+        assert response.json() == SAME_ANSWER
+    await smtp_server.wait_for(MAX_LIVE_RESET_TOKENS)
+    await asyncio.sleep(0.2)  # a fourth mail, if one were sent, would have arrived by now
+    assert len(smtp_server.received) == MAX_LIVE_RESET_TOKENS
+    assert len(await stored_reset_tokens(session, user.id)) == MAX_LIVE_RESET_TOKENS
 
 
 async def test_reset_token_of_a_deleted_user_is_400(
     client: httpx.AsyncClient, app: FastAPI, make_user: UserFactory, session: AsyncSession
 ) -> None:
     gone = await make_user("gone@example.com")
-    token = create_reset_token(app.state.tokens, gone)
+    token = await reset_token_for(session, app, gone)
     await session.delete(gone)
     await session.commit()
     response = await client.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
@@ -209,7 +282,7 @@ async def test_inactive_user_cannot_reset(
     client: httpx.AsyncClient, app: FastAPI, make_user: UserFactory, session: AsyncSession
 ) -> None:
     sleeper = await make_user("sleeper@example.com", is_active=False)
-    token = create_reset_token(app.state.tokens, sleeper)
+    token = await reset_token_for(session, app, sleeper)
     response = await client.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
     assert problem(response, 400)["detail"] == "Inactive user"
     assert await stored_hash(session, sleeper.id) == sleeper.hashed_password
@@ -219,7 +292,7 @@ async def test_inactive_user_cannot_reset(
 async def test_new_password_length_is_limited(
     client: httpx.AsyncClient, app: FastAPI, user: User, session: AsyncSession, new_password: str
 ) -> None:
-    token = create_reset_token(app.state.tokens, user)
+    token = await reset_token_for(session, app, user)
     response = await client.post(RESET, json={"token": token, "new_password": new_password})
     body = problem(response, 422)
     assert body["errors"][0]["loc"] == ["body", "new_password"]
@@ -247,14 +320,16 @@ async def test_smtp_down_still_answers_200_and_logs_the_failure(
     client_with: ClientFactory, user: User, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Built before capturing: create_app resets the root logger's handlers.
-    _, client = await client_with(smtp_host="127.0.0.1", smtp_port=unused_port(), smtp_tls=False)
+    app, client = await client_with(smtp_host="127.0.0.1", smtp_port=unused_port(), smtp_tls=False)
     logging.getLogger().addHandler(caplog.handler)
     caplog.set_level(logging.INFO)
+    failed_before = emails_counted(app, "reset_password", "failed")
 
     response = await client.post(RECOVER.format("alice@example.com"))
 
     assert response.status_code == 200
     assert response.json() == SAME_ANSWER
+    assert emails_counted(app, "reset_password", "failed") == failed_before + 1
     [event] = mail_events(caplog)
     assert event["event"] == "email_failed"
     assert event["subject"] == "Keelson - Password recovery"
