@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from service import __version__
 from service.api.ops import router as ops_router
 from service.api.v1 import api_router, openapi_components
+from service.auth.routes import NO_STORE_ROUTES
 from service.core import metrics
 from service.core.config import Settings, load_settings
 from service.core.db import Database
@@ -21,9 +22,11 @@ from service.core.db_errors import install_db_error_handlers
 from service.core.errors import install_error_handlers
 from service.core.logging import configure_logging
 from service.core.mailer import Mailer
+from service.core.rate_limits import install_rate_limit_handler
 from service.core.request_context import RequestContextMiddleware, route_templates
 from service.core.request_limits import BodyLimitMiddleware
 from service.core.security import PasswordHashing, TokenCodec
+from service.core.security_headers import SecurityHeadersMiddleware
 from service.core.tables import discover_models
 from service.core.telemetry import (
     build_tracer_provider,
@@ -111,6 +114,7 @@ def create_app(
 
     install_error_handlers(app)
     install_db_error_handlers(app)
+    install_rate_limit_handler(app)
     app.include_router(api_router, prefix=API_PREFIX)
     app.include_router(ops_router)
     app.state.route_templates = route_templates(app.routes)
@@ -122,10 +126,24 @@ def create_app(
         allow_credentials=True,
         allow_methods=["*"],
         allow_headers=["*"],
-        # readable by browser clients: ETag for If-Match, the idempotent-replay marker
-        expose_headers=["X-Request-ID", "ETag", "Idempotent-Replayed"],
+        # readable by browser clients: ETag for If-Match, the idempotent-replay marker, and
+        # when a throttled login may be retried
+        expose_headers=[
+            "X-Request-ID",
+            "ETag",
+            "Idempotent-Replayed",
+            "Retry-After",
+            "RateLimit",
+            "RateLimit-Policy",
+        ],
     )
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_request_body_bytes)
-    # Outermost: sees every request, including the 413s and 500s produced inside.
+    # Sees every request, including the 413s and 500s produced inside.
     app.add_middleware(RequestContextMiddleware, access_log=settings.access_log_enabled)
+    # Around everything, so even the 413s and 500s above carry the security headers.
+    app.add_middleware(
+        SecurityHeadersMiddleware,
+        no_store_routes=NO_STORE_ROUTES,
+        hsts_max_age_s=settings.hsts_max_age_s if settings.hsts_enabled else None,
+    )
     return app
