@@ -6,7 +6,6 @@ Mail goes to a real aiosmtpd server in this process (tests/support/smtp.py).
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +21,7 @@ from service.auth.models import PasswordResetToken
 from service.auth.service import MAX_LIVE_RESET_TOKENS, digest, issue_reset_token
 from service.users.models import User
 from tests.conftest import USER_PASSWORD, UserFactory, bearer, problem
+from tests.support.logs import json_log_lines
 from tests.support.smtp import ClientFactory, SmtpServer, reset_token_in, unused_port
 
 RECOVER = "/api/v1/password-recovery/{}"
@@ -69,13 +69,9 @@ def emails_counted(app: FastAPI, kind: str, outcome: str) -> float:
     return value or 0.0
 
 
-def mail_events(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    """structlog hands stdlib the event dict as the record's message."""
-    return [
-        record.msg
-        for record in caplog.records
-        if isinstance(record.msg, dict) and str(record.msg.get("event", "")).startswith("email_")
-    ]
+def mail_events(output: str) -> list[dict[str, Any]]:
+    """The email_* events among the JSON log lines the service wrote to stdout."""
+    return [e for e in json_log_lines(output) if str(e.get("event", "")).startswith("email_")]
 
 
 async def test_known_and_unknown_emails_get_the_same_answer(
@@ -317,12 +313,10 @@ async def test_reset_body_must_be_exactly_token_and_password(
 
 
 async def test_smtp_down_still_answers_200_and_logs_the_failure(
-    client_with: ClientFactory, user: User, caplog: pytest.LogCaptureFixture
+    client_with: ClientFactory, user: User, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Built before capturing: create_app resets the root logger's handlers.
     app, client = await client_with(smtp_host="127.0.0.1", smtp_port=unused_port(), smtp_tls=False)
-    logging.getLogger().addHandler(caplog.handler)
-    caplog.set_level(logging.INFO)
+    capsys.readouterr()
     failed_before = emails_counted(app, "reset_password", "failed")
 
     response = await client.post(RECOVER.format("alice@example.com"))
@@ -330,23 +324,23 @@ async def test_smtp_down_still_answers_200_and_logs_the_failure(
     assert response.status_code == 200
     assert response.json() == SAME_ANSWER
     assert emails_counted(app, "reset_password", "failed") == failed_before + 1
-    [event] = mail_events(caplog)
+    output = capsys.readouterr().out
+    [event] = mail_events(output)
     assert event["event"] == "email_failed"
     assert event["subject"] == "Keelson - Password recovery"
     assert event["error"].startswith("SMTP")  # the exception's class name, e.g. SMTPConnectError
-    assert [r.levelno for r in caplog.records if r.msg is event] == [logging.ERROR]
-    assert "reset-password?token=" not in caplog.text
+    assert event["level"] == "error"
+    assert "reset-password?token=" not in output
 
 
 async def test_without_smtp_the_mail_is_skipped_and_logged(
-    client: httpx.AsyncClient, app: FastAPI, user: User, caplog: pytest.LogCaptureFixture
+    client: httpx.AsyncClient, app: FastAPI, user: User, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    logging.getLogger().addHandler(caplog.handler)
-    caplog.set_level(logging.INFO)
     assert not app.state.mailer.enabled
+    capsys.readouterr()
     response = await client.post(RECOVER.format("alice@example.com"))
     assert response.json() == SAME_ANSWER
-    [event] = mail_events(caplog)
+    [event] = mail_events(capsys.readouterr().out)
     assert (event["event"], event["reason"]) == ("email_skipped", "smtp_not_configured")
 
 

@@ -21,6 +21,7 @@ from service.auth.service import digest, issue_reset_token
 from service.core.config import derive_key_id
 from service.users.models import User
 from tests.conftest import SUPERUSER_PASSWORD, USER_PASSWORD, UserFactory, problem
+from tests.support.logs import json_log_lines
 from tests.support.smtp import ClientFactory
 
 LOGIN = "/api/v1/login/access-token"
@@ -143,24 +144,19 @@ async def test_reuse_leaves_the_users_other_sessions_alone(
 
 
 async def test_reuse_is_logged_with_the_family(
-    client_with: ClientFactory, user: User, caplog: pytest.LogCaptureFixture
+    client_with: ClientFactory, user: User, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import logging
-
     _, client = await client_with()
-    logging.getLogger().addHandler(caplog.handler)
-    caplog.set_level(logging.INFO)
     stolen = (await login(client, user.email, USER_PASSWORD))["refresh_token"]
+    capsys.readouterr()
     await refresh(client, stolen)
     await refresh(client, stolen)
-    [event] = [
-        r.msg
-        for r in caplog.records
-        if isinstance(r.msg, dict) and r.msg.get("event") == "refresh_token_reuse"
-    ]
+    output = capsys.readouterr().out
+    [event] = [e for e in json_log_lines(output) if e.get("event") == "refresh_token_reuse"]
     assert event["user_id"] == str(user.id)
     assert event["revoked"] == 2
-    assert stolen not in caplog.text
+    assert event["level"] == "warning"
+    assert stolen not in output
 
 
 @pytest.mark.parametrize(
