@@ -131,10 +131,23 @@ def hook_weight(obj: dict[str, Any]) -> int:
     return int(annotations(obj).get("helm.sh/hook-weight", "0"))
 
 
+def pod_template(obj: dict[str, Any]) -> dict[str, Any]:
+    """The pod template of a workload (a CronJob's is inside its jobTemplate)."""
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]
+    return obj["spec"]["template"]
+
+
 def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
     if obj["kind"] == "Pod":
         return obj["spec"]
-    return obj["spec"]["template"]["spec"]
+    return pod_template(obj)["spec"]
+
+
+def pod_labels(obj: dict[str, Any]) -> dict[str, str]:
+    if obj["kind"] == "Pod":
+        return obj["metadata"]["labels"]
+    return pod_template(obj)["metadata"]["labels"]
 
 
 def containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -142,8 +155,11 @@ def containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
     return [*spec.get("initContainers", []), *spec["containers"]]
 
 
+WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "Job", "CronJob", "Pod"})
+
+
 def workloads(rendered: Rendered) -> list[dict[str, Any]]:
-    return [o for o in rendered.objects if o["kind"] in {"Deployment", "StatefulSet", "Job", "Pod"}]
+    return [o for o in rendered.objects if o["kind"] in WORKLOAD_KINDS]
 
 
 @cache
@@ -186,10 +202,11 @@ def schema_error_mentions(error: str, *tokens: str) -> bool:
 
 
 def leaf_paths(values: Any, schema: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted paths of every documented value: descends only where the schema lists properties,
-    so free-form maps (labels, annotations) and lists are one value each."""
+    """Dotted paths of every documented value: descends only where the schema lists properties
+    and the value has keys, so free-form maps (labels, annotations), empty objects (affinity)
+    and lists are one value each."""
     properties = schema.get("properties")
-    if isinstance(values, dict) and properties:
+    if isinstance(values, dict) and values and properties:
         paths: list[str] = []
         for key, value in values.items():
             child = properties.get(key, {})

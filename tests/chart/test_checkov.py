@@ -60,7 +60,6 @@ def checkov_report(
             ",".join(SKIPPED),
             "--output",
             "json",
-            "--quiet",
             "--skip-download",
         ],
         timeout=300,
@@ -80,6 +79,39 @@ def test_checkov_saw_the_manifests_and_the_dockerfile(checkov_report: list[dict[
     assert sections["kubernetes"]["summary"]["resource_count"] >= 20
     assert sections["kubernetes"]["summary"]["parsing_errors"] == 0
     assert sections["dockerfile"]["summary"]["passed"] > 0
+
+
+# Pod hardening checks every workload of the chart must be seen to pass (checkov silently skips
+# kinds it does not parse, so "no failures" alone would not prove a new workload was checked).
+HARDENING_CHECKS = {
+    "CKV_K8S_20": "allowPrivilegeEscalation false",
+    "CKV_K8S_22": "read-only root filesystem",
+    "CKV_K8S_23": "no root container admission",
+    "CKV_K8S_28": "NET_RAW dropped",
+    "CKV_K8S_31": "seccomp RuntimeDefault",
+    "CKV_K8S_37": "capabilities dropped",
+    "CKV_K8S_38": "service account token not mounted",
+    "CKV_K8S_40": "high UID",
+    "CKV_K8S_11": "CPU limit",
+    "CKV_K8S_13": "memory limit",
+}
+
+
+@pytest.mark.parametrize(
+    "resource",
+    ["Deployment.keelson.keelson", "Job.keelson.keelson-migrate"],
+)
+def test_every_chart_workload_passes_the_hardening_checks(
+    checkov_report: list[dict[str, Any]], resource: str
+) -> None:
+    passed = {
+        check["check_id"]
+        for section in checkov_report
+        for check in section["results"]["passed_checks"]
+        if check["resource"] == resource
+    }
+    missing = set(HARDENING_CHECKS) - passed
+    assert not missing, {check: HARDENING_CHECKS[check] for check in sorted(missing)}
 
 
 def test_only_accepted_findings_remain(checkov_report: list[dict[str, Any]]) -> None:

@@ -19,6 +19,7 @@ from tests.chart.chartlib import (
     Rendered,
     containers,
     load_all,
+    pod_labels,
     pod_spec,
     run,
     validate_object,
@@ -114,7 +115,7 @@ def test_postgres_is_reachable_only_from_keelson_pods(overlay: Rendered, chart: 
     allowed = rule["from"][0]["podSelector"]["matchLabels"].items()
     dev = chart.render(values_files=["charts/keelson/values-dev.yaml"], with_required=False)
     for workload in (dev.deployment, dev.one("Job")):
-        assert allowed <= workload["spec"]["template"]["metadata"]["labels"].items()
+        assert allowed <= pod_labels(workload).items(), workload["kind"]
     assert policy["egress"] == []
 
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import yaml
 
-from tests.chart.chartlib import CHART, MONITORING_API, Chart, Rendered, containers, workloads
+from tests.chart.chartlib import (
+    CHART,
+    MONITORING_API,
+    Chart,
+    Rendered,
+    containers,
+    pod_labels,
+    workloads,
+)
 
 RULES_FILE = CHART / "files" / "prometheus-rules.yaml"
 DASHBOARDS = sorted((CHART / "files" / "dashboards").glob("*.json"))
@@ -81,13 +89,10 @@ def test_network_policy_covers_every_pod_of_the_release(default_render: Rendered
     policy = default_render.one("NetworkPolicy")["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     selector = policy["podSelector"]["matchLabels"].items()
+    kinds = {workload["kind"] for workload in workloads(default_render)}
+    assert kinds == {"Deployment", "Job", "Pod"}
     for workload in workloads(default_render):
-        labels = (
-            workload["metadata"]["labels"]
-            if workload["kind"] == "Pod"
-            else (workload["spec"]["template"]["metadata"]["labels"])
-        )
-        assert selector <= labels.items(), workload["metadata"]["name"]
+        assert selector <= pod_labels(workload).items(), workload["metadata"]["name"]
 
 
 def test_ingress_is_the_controller_prometheus_and_helm_test(default_render: Rendered) -> None:

@@ -61,6 +61,15 @@ def test_notes_show_the_connection_budget(notes: Notes) -> None:
     assert "(max replicas 4 + surge 1) x (pool 10 + overflow 5) + job 2 fits in 90" in text
 
 
+def test_notes_warn_while_client_addresses_are_unknown(notes: Notes) -> None:
+    assert "every client looks like the ingress controller" in notes()
+    for values in (
+        {"server": {"forwardedAllowIps": "10.244.0.0/16"}},
+        {"config": {"trustedProxyCidrs": ["10.244.0.0/16"]}},
+    ):
+        assert "Client addresses" not in notes(values)
+
+
 def test_notes_warn_when_nothing_migrates(notes: Notes) -> None:
     text = notes({"migrations": {"enabled": False}})
     assert "nothing migrated the database" in text

@@ -114,6 +114,19 @@ def test_a_short_secret_key_is_refused_outside_local(chart: Chart) -> None:
     chart.render({"secret": {"secretKey": "too-short"}, "config": {"environment": "local"}})
 
 
+def test_a_short_previous_key_is_refused_outside_local(chart: Chart) -> None:
+    good = "Zq8rT2vW9xY4bN7mK3pL6hJ1gF5dS0aQeRtYuIoQ"
+    values = {"secret": {"jwtPreviousKeys": f"2026-01:{good}, ,2025-07:too-short"}}
+    error = chart.render_error(values)
+    assert (
+        "secret.jwtPreviousKeys entry 1: the key must be at least 32 characters when"
+        " config.environment=production"
+    ) in error
+    assert "too-short" not in error
+    chart.render({"secret": {"jwtPreviousKeys": f"2026-01:{good},{good[::-1]}"}})
+    chart.render({**values, "config": {"environment": "local"}})
+
+
 def test_min_replicas_above_max_is_refused(chart: Chart) -> None:
     error = chart.render_error({"autoscaling": {"minReplicas": 5, "maxReplicas": 4}})
     assert "autoscaling.minReplicas (5) must not exceed autoscaling.maxReplicas (4)" in error
@@ -132,6 +145,17 @@ def test_min_replicas_above_max_is_refused(chart: Chart) -> None:
         ({"config": {"environment": "prod"}}, "/config/environment"),
         ({"config": {"logLevel": "TRACE"}}, "/config/logLevel"),
         ({"config": {"otel": {"TRACES_EXPORTER": "otlp"}}}, "/config/otel"),
+        ({"config": {"otel": {"OTEL_SERVICE_NAME": "x"}}}, "OTEL_SERVICE_NAME"),
+        ({"config": {"otelTracesExporter": "jaeger"}}, "/config/otelTracesExporter"),
+        ({"config": {"accessTokenExpireMinutes": 1441}}, "/config/accessTokenExpireMinutes"),
+        ({"config": {"jwtKeyId": "key 1"}}, "/config/jwtKeyId"),
+        ({"config": {"trustedProxyCidrs": ["ingress"]}}, "/config/trustedProxyCidrs/0"),
+        (
+            {"config": {"loginThrottle": {"maxFailuresPerIp": 0}}},
+            "/config/loginThrottle/maxFailuresPerIp",
+        ),
+        ({"config": {"maxRequestBodyBytes": 100}}, "/config/maxRequestBodyBytes"),
+        ({"server": {"forwardedAllowIps": "10.0.0.0/8; 10.1.0.0/16"}}, "/server/forwardedAllowIps"),
         ({"image": {"digest": "latest"}}, "/image/digest"),
         ({"rollingUpdate": {"maxSurge": "lots"}}, "/rollingUpdate/maxSurge"),
         ({"secret": {"databaseUrl": "mysql://u:p@db/k"}}, "/secret/databaseUrl"),
@@ -212,3 +236,39 @@ def test_readme_defaults_match_values_yaml() -> None:
         for key in path.split("."):
             node = node[key]
         assert rows[path] == json.dumps(node), path
+
+
+def values_descriptions() -> dict[str, str]:
+    """Dotted path -> its "# --" comment in values.yaml, continuation lines joined by spaces."""
+    descriptions: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    comment: list[str] | None = None
+    for line in VALUES_TEXT.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("# --"):
+            comment = [stripped.removeprefix("# --").strip()]
+            continue
+        if stripped.startswith("#"):
+            if comment is not None:
+                comment.append(stripped.removeprefix("#").strip())
+            continue
+        match = re.match(r"^(\s*)([A-Za-z0-9_.]+):", line)
+        if not match or stripped.startswith("-"):
+            continue
+        indent = len(match.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, match.group(2)))
+        if comment is not None:
+            descriptions[".".join(key for _, key in stack)] = " ".join(comment)
+            comment = None
+    return descriptions
+
+
+def test_readme_descriptions_match_values_yaml() -> None:
+    rows = dict(
+        re.findall(r"^\| `([^`]+)` \| [^|]+ \| `[^`]*` \| (.*) \|$", README, flags=re.MULTILINE)
+    )
+    descriptions = values_descriptions()
+    for path in leaf_paths(VALUES, SCHEMA):
+        assert rows[path] == descriptions[path], path

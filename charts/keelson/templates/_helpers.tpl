@@ -69,7 +69,7 @@ app.kubernetes.io/component: server
 {{- end }}
 {{- end }}
 
-{{/* Name of the Secret holding DATABASE_URL, SECRET_KEY, FIRST_SUPERUSER_PASSWORD (and SMTP_PASSWORD). */}}
+{{/* Name of the Secret holding DATABASE_URL, SECRET_KEY, FIRST_SUPERUSER_PASSWORD (and SMTP_PASSWORD, JWT_PREVIOUS_KEYS). */}}
 {{- define "keelson.secretName" -}}
 {{- default (include "keelson.fullname" .) .Values.secret.existingSecret }}
 {{- end }}
@@ -84,9 +84,19 @@ ENVIRONMENT: {{ .Values.config.environment | quote }}
 PROJECT_NAME: {{ .Values.config.projectName | quote }}
 DOCS_ENABLED: {{ .Values.config.docsEnabled | quote }}
 ACCESS_TOKEN_EXPIRE_MINUTES: {{ .Values.config.accessTokenExpireMinutes | int | quote }}
+REFRESH_TOKEN_EXPIRE_DAYS: {{ .Values.config.refreshTokenExpireDays | int | quote }}
 EMAIL_RESET_TOKEN_EXPIRE_HOURS: {{ .Values.config.emailResetTokenExpireHours | int | quote }}
 JWT_ISSUER: {{ .Values.config.jwtIssuer | quote }}
 JWT_AUDIENCE: {{ .Values.config.jwtAudience | quote }}
+JWT_KEY_ID: {{ .Values.config.jwtKeyId | quote }}
+LOGIN_THROTTLE_WINDOW_S: {{ .Values.config.loginThrottle.windowSeconds | int | quote }}
+LOGIN_MAX_FAILURES_PER_ACCOUNT: {{ .Values.config.loginThrottle.maxFailuresPerAccount | int | quote }}
+LOGIN_MAX_FAILURES_PER_IP: {{ .Values.config.loginThrottle.maxFailuresPerIp | int | quote }}
+TRUSTED_PROXY_CIDRS: {{ join "," .Values.config.trustedProxyCidrs | quote }}
+HSTS_ENABLED: {{ .Values.config.hstsEnabled | quote }}
+HSTS_MAX_AGE_S: {{ .Values.config.hstsMaxAgeSeconds | int | quote }}
+IDEMPOTENCY_KEY_TTL_S: {{ .Values.config.idempotencyKeyTtlSeconds | int | quote }}
+MAX_REQUEST_BODY_BYTES: {{ .Values.config.maxRequestBodyBytes | int | quote }}
 FIRST_SUPERUSER: {{ .Values.config.firstSuperuser | quote }}
 FRONTEND_HOST: {{ .Values.config.frontendHost | quote }}
 BACKEND_CORS_ORIGINS: {{ join "," .Values.config.backendCorsOrigins | quote }}
@@ -119,6 +129,8 @@ SMTP_TIMEOUT_S: {{ .Values.smtp.timeoutSeconds | quote }}
 EMAILS_FROM_EMAIL: {{ .Values.smtp.fromEmail | quote }}
 EMAILS_FROM_NAME: {{ .Values.smtp.fromName | quote }}
 {{- end }}
+OTEL_TRACES_EXPORTER: {{ .Values.config.otelTracesExporter | quote }}
+OTEL_SERVICE_NAME: {{ .Values.config.otelServiceName | quote }}
 {{- range $name, $value := .Values.config.otel }}
 {{ $name }}: {{ $value | quote }}
 {{- end }}
@@ -132,11 +144,15 @@ FIRST_SUPERUSER_PASSWORD: {{ .Values.secret.firstSuperuserPassword | quote }}
 {{- if .Values.secret.smtpPassword }}
 SMTP_PASSWORD: {{ .Values.secret.smtpPassword | quote }}
 {{- end }}
+{{- if .Values.secret.jwtPreviousKeys }}
+JWT_PREVIOUS_KEYS: {{ .Values.secret.jwtPreviousKeys | quote }}
+{{- end }}
 {{- end }}
 
 {{/*
 Environment of every keelson container: the ConfigMap wholesale, then each secret key by name
-(so a missing key in an existingSecret is an error the kubelet reports, not a silent default).
+(so a missing required key in an existingSecret is an error the kubelet reports, not a silent
+default; SMTP_PASSWORD and JWT_PREVIOUS_KEYS are optional and may be absent).
 Call with (dict "root" $ "configMap" NAME "secret" NAME).
 */}}
 {{- define "keelson.env" -}}
@@ -164,6 +180,12 @@ env:
       secretKeyRef:
         name: {{ .secret }}
         key: SMTP_PASSWORD
+        optional: true
+  - name: JWT_PREVIOUS_KEYS
+    valueFrom:
+      secretKeyRef:
+        name: {{ .secret }}
+        key: JWT_PREVIOUS_KEYS
         optional: true
   {{- with .root.Values.extraEnv }}
   {{- toYaml . | nindent 2 }}
@@ -254,6 +276,29 @@ All of it must fit in what PostgreSQL accepts minus what is reserved for others.
 {{- end }}
 {{- if and (ne .Values.config.environment "local") (lt (len .Values.secret.secretKey) 32) }}
 {{- fail (printf "secret.secretKey must be at least 32 characters when config.environment=%s (the service refuses shorter keys)" .Values.config.environment) }}
+{{- end }}
+{{- include "keelson.validatePreviousKeys" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+secret.jwtPreviousKeys in its comma-separated form: each entry "kid:secret" (split at the first
+colon, as the service does) or a bare key needs 32 characters outside ENVIRONMENT=local, or the
+new pods would refuse to start mid-rollout. The JSON forms are left to the service's own check.
+The key itself is never printed.
+*/}}
+{{- define "keelson.validatePreviousKeys" -}}
+{{- $raw := trim .Values.secret.jwtPreviousKeys }}
+{{- if and (ne .Values.config.environment "local") $raw (not (hasPrefix "[" $raw)) (not (hasPrefix "{" $raw)) }}
+{{- $index := 0 }}
+{{- range $entry := splitList "," $raw }}
+{{- if trim $entry }}
+{{- $key := regexSplit ":" (trim $entry) 2 | last | trim }}
+{{- if lt (len $key) 32 }}
+{{- fail (printf "secret.jwtPreviousKeys entry %d: the key must be at least 32 characters when config.environment=%s (the service refuses shorter keys)" $index $.Values.config.environment) }}
+{{- end }}
+{{- $index = add1 $index }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
