@@ -99,7 +99,7 @@ HARDENING_CHECKS = {
 
 @pytest.mark.parametrize(
     "resource",
-    ["Deployment.keelson.keelson", "Job.keelson.keelson-migrate"],
+    ["Deployment.keelson.keelson", "Job.keelson.keelson-migrate", "CronJob.keelson.keelson-purge"],
 )
 def test_every_chart_workload_passes_the_hardening_checks(
     checkov_report: list[dict[str, Any]], resource: str

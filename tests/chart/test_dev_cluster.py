@@ -114,7 +114,7 @@ def test_postgres_is_reachable_only_from_keelson_pods(overlay: Rendered, chart: 
     (rule,) = policy["ingress"]
     allowed = rule["from"][0]["podSelector"]["matchLabels"].items()
     dev = chart.render(values_files=["charts/keelson/values-dev.yaml"], with_required=False)
-    for workload in (dev.deployment, dev.one("Job")):
+    for workload in (dev.deployment, dev.one("Job"), dev.one("CronJob")):
         assert allowed <= pod_labels(workload).items(), workload["kind"]
     assert policy["egress"] == []
 

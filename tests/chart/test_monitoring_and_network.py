@@ -90,7 +90,7 @@ def test_network_policy_covers_every_pod_of_the_release(default_render: Rendered
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     selector = policy["podSelector"]["matchLabels"].items()
     kinds = {workload["kind"] for workload in workloads(default_render)}
-    assert kinds == {"Deployment", "Job", "Pod"}
+    assert kinds == {"Deployment", "Job", "CronJob", "Pod"}
     for workload in workloads(default_render):
         assert selector <= pod_labels(workload).items(), workload["metadata"]["name"]
 

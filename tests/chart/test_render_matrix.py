@@ -30,6 +30,7 @@ MATRIX: dict[str, dict[str, Any]] = {
     "defaults": {},
     "autoscaling-off": {"values": {"autoscaling": {"enabled": False}}},
     "migrations-off": {"values": {"migrations": {"enabled": False}}},
+    "purge-off": {"values": {"purge": {"enabled": False}}},
     "monitoring-crds": {"api_versions": [MONITORING_API]},
     "existing-secret": {
         "values": {"secret": {"existingSecret": "keelson-credentials"}},
@@ -95,6 +96,7 @@ def test_defaults_render_the_full_production_set(chart: Chart) -> None:
     rendered = chart.render()
     assert rendered.kinds() == {
         "ConfigMap",
+        "CronJob",
         "Deployment",
         "HorizontalPodAutoscaler",
         "Job",

@@ -197,7 +197,7 @@ def test_every_container_reads_previous_keys_optionally(
 ) -> None:
     """Optional: the chart's Secret lacks the key until it is set, an existingSecret may lack it."""
     rendered = chart.render(values, with_required=not values)
-    workloads = [rendered.deployment, rendered.one("Job")]
+    workloads = [rendered.deployment, rendered.one("CronJob"), rendered.one("Job")]
     for workload in workloads:
         for container in containers(workload):
             ref = previous_keys_env(container)["valueFrom"]["secretKeyRef"]

@@ -23,7 +23,7 @@ BUDGET = "connection pool budget exceeded"
 
 
 def test_defaults_fit_the_budget_with_room_to_spare(chart: Chart) -> None:
-    """(4 + 1) * (10 + 5) + 2 = 77 <= 100 - 10."""
+    """(4 + 1) * (10 + 5) + 2 + 1 = 78 <= 100 - 10."""
     chart.render()
 
 
@@ -31,14 +31,18 @@ def test_a_budget_overflow_fails_with_the_arithmetic(chart: Chart) -> None:
     error = chart.render_error({"autoscaling": {"maxReplicas": 6}})
     assert (
         "connection pool budget exceeded: (maxReplicas 6 + maxSurge 1) * (poolSize 10 +"
-        " maxOverflow 5) + migration job 2 = 107 > database.maxConnections 100 -"
+        " maxOverflow 5) + migration job 2 + purge job 1 = 108 > database.maxConnections 100 -"
         " database.reservedConnections 10 = 90"
     ) in error
 
 
 def test_the_budget_boundary_is_inclusive(chart: Chart) -> None:
-    # (5 + 1) * (10 + 5) + 0 = 90 = 100 - 10: exactly full renders; one more connection does not.
-    at_limit = {"autoscaling": {"maxReplicas": 5}, "migrations": {"enabled": False}}
+    # (5 + 1) * (10 + 5) + 0 + 0 = 90 = 100 - 10: exactly full renders; one more does not.
+    at_limit = {
+        "autoscaling": {"maxReplicas": 5},
+        "migrations": {"enabled": False},
+        "purge": {"enabled": False},
+    }
     chart.render(at_limit)
     error = chart.render_error({**at_limit, "database": {"reservedConnections": 11}})
     assert "= 90 > database.maxConnections 100 - database.reservedConnections 11 = 89" in error
@@ -47,8 +51,8 @@ def test_the_budget_boundary_is_inclusive(chart: Chart) -> None:
 def test_replica_count_counts_when_autoscaling_is_off(chart: Chart) -> None:
     error = chart.render_error({"autoscaling": {"enabled": False}, "replicaCount": 8})
     assert (
-        "(maxReplicas 8 + maxSurge 1) * (poolSize 10 + maxOverflow 5) + migration job 2 = 137"
-        in error
+        "(maxReplicas 8 + maxSurge 1) * (poolSize 10 + maxOverflow 5) + migration job 2"
+        " + purge job 1 = 138" in error
     )
 
 
@@ -56,17 +60,26 @@ def test_a_percentage_surge_rounds_up_like_kubernetes(chart: Chart) -> None:
     error = chart.render_error(
         {"rollingUpdate": {"maxSurge": "25%"}, "database": {"maxConnections": 80}}
     )
-    # ceil(4 * 25 %) = 1 extra pod: (4 + 1) * 15 + 2 = 77 > 80 - 10.
+    # ceil(4 * 25 %) = 1 extra pod: (4 + 1) * 15 + 2 + 1 = 78 > 80 - 10.
     assert (
-        "(maxReplicas 4 + maxSurge 1) * (poolSize 10 + maxOverflow 5) + migration job 2 = 77 > "
-        in error
+        "(maxReplicas 4 + maxSurge 1) * (poolSize 10 + maxOverflow 5) + migration job 2"
+        " + purge job 1 = 78 > " in error
     )
 
 
 def test_the_migration_job_counts_only_when_enabled(chart: Chart) -> None:
-    tight = {"database": {"maxConnections": 86}}  # budget 76: 75 without the Job, 77 with it
+    tight = {"database": {"maxConnections": 87}}  # budget 77: 76 without the Job, 78 with it
     assert BUDGET in chart.render_error(tight)
     chart.render({**tight, "migrations": {"enabled": False}})
+
+
+def test_the_purge_job_counts_one_connection_only_when_enabled(chart: Chart) -> None:
+    # Budget 77: servers 75 + migration job 2 = 77 fits; the purge job's one connection does not.
+    tight = {"database": {"maxConnections": 87}}
+    error = chart.render_error(tight)
+    assert "+ migration job 2 + purge job 1 = 78 > database.maxConnections 87" in error
+    rendered = chart.render({**tight, "purge": {"enabled": False}})
+    assert not rendered.all("CronJob")
 
 
 def test_a_bigger_database_allows_more_pods(chart: Chart) -> None:
@@ -156,6 +169,8 @@ def test_min_replicas_above_max_is_refused(chart: Chart) -> None:
         ),
         ({"config": {"maxRequestBodyBytes": 100}}, "/config/maxRequestBodyBytes"),
         ({"server": {"forwardedAllowIps": "10.0.0.0/8; 10.1.0.0/16"}}, "/server/forwardedAllowIps"),
+        ({"purge": {"schedule": "daily"}}, "/purge/schedule"),
+        ({"purge": {"activeDeadlineSeconds": 0}}, "/purge/activeDeadlineSeconds"),
         ({"image": {"digest": "latest"}}, "/image/digest"),
         ({"rollingUpdate": {"maxSurge": "lots"}}, "/rollingUpdate/maxSurge"),
         ({"secret": {"databaseUrl": "mysql://u:p@db/k"}}, "/secret/databaseUrl"),

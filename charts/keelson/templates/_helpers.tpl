@@ -24,6 +24,11 @@
 {{- printf "%s-migrate" (include "keelson.fullname" . | trunc 55 | trimSuffix "-") }}
 {{- end }}
 
+{{/* Name of the purge CronJob: 52 characters at most, since its Jobs add an 11-character suffix. */}}
+{{- define "keelson.purgeName" -}}
+{{- printf "%s-purge" (include "keelson.fullname" . | trunc 46 | trimSuffix "-") }}
+{{- end }}
+
 {{- define "keelson.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -192,7 +197,7 @@ env:
   {{- end }}
 {{- end }}
 
-{{/* Container security context shared by the server, the migration Job and the test pod. */}}
+{{/* Container security context shared by the server, the migration Job, the purge CronJob and the test pod. */}}
 {{- define "keelson.containerSecurityContext" -}}
 {{- toYaml .Values.securityContext }}
 {{- end }}
@@ -243,9 +248,18 @@ Included once, from deployment.yaml.
 {{- end }}
 
 {{/*
+Connections the purge CronJob holds while it runs: `keelson purge-expired` opens one session at
+a time (batch, commit, next batch), so one connection; 0 when purge.enabled is false.
+*/}}
+{{- define "keelson.purgeConnections" -}}
+{{- ternary 1 0 .Values.purge.enabled }}
+{{- end }}
+
+{{/*
 Connection-pool budget. Every pod may open DB_POOL_SIZE + DB_MAX_OVERFLOW connections; at the
-peak of a rollout there are maxReplicas + maxSurge pods, and the migration Job holds its own.
-All of it must fit in what PostgreSQL accepts minus what is reserved for others.
+peak of a rollout there are maxReplicas + maxSurge pods, the migration Job holds its own, and the
+purge CronJob may run at the same moment. All of it must fit in what PostgreSQL accepts minus
+what is reserved for others.
 */}}
 {{- define "keelson.validatePoolBudget" -}}
 {{- $replicas := include "keelson.maxReplicas" . | int }}
@@ -253,12 +267,13 @@ All of it must fit in what PostgreSQL accepts minus what is reserved for others.
 {{- $pool := .Values.database.poolSize | int }}
 {{- $overflow := .Values.database.maxOverflow | int }}
 {{- $job := ternary (.Values.migrations.dbConnections | int) 0 .Values.migrations.enabled }}
-{{- $demand := add (mul (add $replicas $surge) (add $pool $overflow)) $job }}
+{{- $purge := include "keelson.purgeConnections" . | int }}
+{{- $demand := add (mul (add $replicas $surge) (add $pool $overflow)) $job $purge }}
 {{- $max := .Values.database.maxConnections | int }}
 {{- $reserved := .Values.database.reservedConnections | int }}
 {{- $budget := sub $max $reserved }}
 {{- if gt $demand $budget }}
-{{- fail (printf "connection pool budget exceeded: (maxReplicas %d + maxSurge %d) * (poolSize %d + maxOverflow %d) + migration job %d = %d > database.maxConnections %d - database.reservedConnections %d = %d; lower autoscaling.maxReplicas/replicaCount, rollingUpdate.maxSurge, database.poolSize or database.maxOverflow, or raise database.maxConnections" $replicas $surge $pool $overflow $job $demand $max $reserved $budget) }}
+{{- fail (printf "connection pool budget exceeded: (maxReplicas %d + maxSurge %d) * (poolSize %d + maxOverflow %d) + migration job %d + purge job %d = %d > database.maxConnections %d - database.reservedConnections %d = %d; lower autoscaling.maxReplicas/replicaCount, rollingUpdate.maxSurge, database.poolSize or database.maxOverflow, or raise database.maxConnections" $replicas $surge $pool $overflow $job $purge $demand $max $reserved $budget) }}
 {{- end }}
 {{- end }}
 
