@@ -73,7 +73,7 @@ class Case:
     reference: Reference | None = None
     min_rps: float | None = None  # absolute req/s target (5x the template, or its login figure)
     p99_budget_ms: float | None = None
-    server: str = "keelson"  # "hello" runs against the bare FastAPI baseline
+    server: str = "keelson"  # "hello" / "lean": the baselines in hello_app.py / lean_app.py
 
 
 CASES: dict[str, Case] = {
@@ -137,9 +137,37 @@ CASES: dict[str, Case] = {
             min_rps=5 * 277,
             p99_budget_ms=40,
         ),
+        Case(
+            "lean-me",
+            "lean: GET /api/v1/users/me",
+            "GET",
+            "/api/v1/users/me",
+            "get.lua",
+            auth=True,
+            server="lean",
+        ),
+        Case(
+            "lean-items",
+            "lean: GET /api/v1/items/?skip=0&limit=100",
+            "GET",
+            "/api/v1/items/?skip=0&limit=100",
+            "get.lua",
+            auth=True,
+            server="lean",
+        ),
+        Case(
+            "lean-create",
+            "lean: POST /api/v1/items/",
+            "POST",
+            "/api/v1/items/",
+            "post_json.lua",
+            auth=True,
+            server="lean",
+        ),
     ]
 }
 LOGIN_UNDER_LOAD = "login-under-load"
+LEAN_SHARE = 0.80  # stretch: Keelson keeps 80% of the lean implementation's req/s
 LOGIN_UNDER_LOAD_P99_MS = 50.0
 HEALTH_VS_HELLO = 0.80
 DEFAULT_CASES = ["hello", "health", "login", "me", "items", "create", LOGIN_UNDER_LOAD]
@@ -626,7 +654,7 @@ class Target:
     dsn: str | None = None
     server: Server | None = None
     postgres: Postgres | None = None
-    hello: Server | None = None
+    aux: Server | None = None  # the baseline server a "hello"/"lean" case runs against
     token: str = ""
     user_id: str = ""
     profile_dir: Path | None = None
@@ -768,7 +796,7 @@ def preflight(target: Target, base_url: str, case: Case) -> None:
 
 def settle(target: Target) -> None:
     """Let the previous case's leftovers (queued logins, the create cleanup) finish first."""
-    for server in (target.server, target.hello):
+    for server in (target.server, target.aux):
         if server is not None:
             waited = wait_until_idle(server.pid)
             if waited > 2:
@@ -833,14 +861,14 @@ def measure_once(target: Target, case: Case, load: Load, url: str, env: dict[str
         result.extra["server_cpu_us_per_request"] = round(
             1e6 * result.server_cpu_s / result.requests
         )
-    if case.key == "create":
+    if case.key in {"create", "lean-create"}:
         target.delete_bench_rows()
     return result
 
 
 def meters_for(target: Target, case: Case) -> dict[str, CpuMeter]:
     meters: dict[str, CpuMeter] = {}
-    server = target.hello if case.server == "hello" else target.server
+    server = target.aux if case.server != "keelson" else target.server
     if server is not None:
         meters["server"] = CpuMeter(server.pid)
     if target.postgres is not None and case.server != "hello":
@@ -1089,6 +1117,19 @@ def evaluate(results: dict[str, Result], gate_throughput: bool) -> list[Check]:
                 True,
             )
         )
+    for key in ("me", "items", "create"):
+        lean = results.get(f"lean-{key}")
+        if key in results and lean is not None and lean.rps:
+            share = results[key].rps / lean.rps
+            checks.append(
+                Check(
+                    f"{key}: req/s vs the lean implementation (stretch)",
+                    f">= {LEAN_SHARE:.0%}",
+                    f"{share:.0%}",
+                    share >= LEAN_SHARE,
+                    False,
+                )
+            )
     if LOGIN_UNDER_LOAD in results:
         r = results[LOGIN_UNDER_LOAD]
         checks.append(
@@ -1175,14 +1216,15 @@ class Managed:
         self.password = "bench-" + secrets.token_urlsafe(12)
         self.postgres = Postgres(self.workdir, args.pg_os_user)
         self.keelson: Server | None = None
-        self.hello: Server | None = None
+        self.aux: Server | None = None
+        self.secret_key = secrets.token_urlsafe(48)
 
     def base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WRK_", "OTEL_"))}
         env.update(
             {
                 "DATABASE_URL": self.postgres.dsn,
-                "SECRET_KEY": secrets.token_urlsafe(48),
+                "SECRET_KEY": self.secret_key,
                 "ENVIRONMENT": "local",
                 "FIRST_SUPERUSER": BENCH_EMAIL,
                 "FIRST_SUPERUSER_PASSWORD": self.password,
@@ -1233,20 +1275,24 @@ class Managed:
             self.keelson.stop()
             self.keelson = None
 
-    def start_hello(self) -> Server:
+    def start_aux(self, kind: str) -> Server:
+        """The hello-world or lean baseline, as one process on 127.0.0.1, only while measured."""
+        self.stop_aux()
         port = free_port()
-        argv = [sys.executable, str(HERE / "hello_app.py"), "--host", LOCAL, "--port", str(port)]
-        self.hello = Server("hello", argv, dict(os.environ), port, self.logdir)
-        self.hello.start("/")
-        return self.hello
+        script = {"hello": "hello_app.py", "lean": "lean_app.py"}[kind]
+        argv = [sys.executable, str(HERE / script), "--host", LOCAL, "--port", str(port)]
+        env = {**os.environ, "DATABASE_URL": self.postgres.dsn, "SECRET_KEY": self.secret_key}
+        self.aux = Server(kind, argv, env, port, self.logdir)
+        self.aux.start("/")
+        return self.aux
 
-    def stop_hello(self) -> None:
-        if self.hello is not None:
-            self.hello.stop()
-            self.hello = None
+    def stop_aux(self) -> None:
+        if self.aux is not None:
+            self.aux.stop()
+            self.aux = None
 
     def __exit__(self, *exc: object) -> None:
-        self.stop_hello()
+        self.stop_aux()
         self.stop_keelson()
         self.postgres.stop()
         if self.args.keep_workdir:
@@ -1262,16 +1308,16 @@ def measure_cases(
     for key in cases:
         if key == LOGIN_UNDER_LOAD:
             results[key] = measure_login_under_load(target, load, args.probe_connections)
-        elif key == "hello":
+        elif CASES[key].server != "keelson":
             if managed is None:
-                log("hello baseline skipped: it runs only next to a bench-managed keelson")
+                log(f"{key} skipped: baselines run only next to a bench-managed keelson")
                 continue
-            target.hello = managed.start_hello()
+            target.aux = managed.start_aux(CASES[key].server)
             try:
-                results[key] = measure(target, CASES[key], load, base_url=target.hello.base_url)
+                results[key] = measure(target, CASES[key], load, base_url=target.aux.base_url)
             finally:
-                managed.stop_hello()
-                target.hello = None
+                managed.stop_aux()
+                target.aux = None
         else:
             results[key] = measure(target, CASES[key], load)
     return results
