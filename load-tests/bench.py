@@ -291,8 +291,8 @@ def wait_until_idle(pid: int, timeout_s: float = 60, below: float = 0.05) -> flo
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
         before = proc_ticks(pid)
-        time.sleep(0.5)
-        if (proc_ticks(pid) - before) / CLOCK_TICKS / 0.5 < below:
+        time.sleep(0.25)
+        if (proc_ticks(pid) - before) / CLOCK_TICKS / 0.25 < below:
             break
     return time.monotonic() - started
 
