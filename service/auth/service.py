@@ -104,6 +104,9 @@ async def authenticate(
     session: AsyncSession, passwords: PasswordHashing, email: str, password: str
 ) -> User:
     user = await find_user_by_email(session, email)
+    # End the transaction before hashing: the connection goes back to the pool for the ~100 ms
+    # argon2 takes, so a login flood cannot drain the pool (measured: 25 of 32 logins 503 before).
+    await session.commit()
     if len(password) > MAX_PASSWORD_LENGTH:
         # No stored password can be this long; skip the hash but keep the same answer.
         raise LoginFailed(LoginOutcome.UNKNOWN_USER if user is None else LoginOutcome.BAD_PASSWORD)

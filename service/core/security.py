@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +22,17 @@ from service.core.config import Settings
 JWT_ALGORITHM = (
     "HS256"  # pinned: the decoder accepts nothing else, so alg=none/RS-HS confusion fails
 )
+
+
+ARGON2_THREAD_NICENESS = 19
+
+
+def _yield_cpu_to_the_event_loop() -> None:
+    """Run hashing below the event loop's priority (libargon2's lane threads inherit it): under a
+    login flood the loop keeps answering other requests (measured: GET /users/me p99 2 s -> 42 ms
+    while 32 clients log in). Raising one's own niceness needs no privilege."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ARGON2_THREAD_NICENESS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +58,9 @@ class PasswordHashing:
             type=Type.ID,
         )
         self._executor = ThreadPoolExecutor(
-            max_workers=settings.argon2_max_concurrency, thread_name_prefix="argon2"
+            max_workers=settings.argon2_max_concurrency,
+            thread_name_prefix="argon2",
+            initializer=_yield_cpu_to_the_event_loop,
         )
         self._dummy_hash: str | None = None
 
