@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import asyncpg
 import httpx
@@ -19,62 +14,17 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.conftest import SUPERUSER_EMAIL, SUPERUSER_PASSWORD
+from tests.support.postgres import asyncpg_dsn
+from tests.support.processes import (
+    base_env,
+    free_port,
+    keelson,
+    log_events,
+    run_keelson,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def base_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "SMTP_"))}
-    env.update({"LOG_FORMAT": "json", "ENVIRONMENT": "local"}, **extra)
-    return env
-
-
-@contextmanager
-def keelson(*args: str, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-
-
-def wait_ready(port: int, process: subprocess.Popen[str], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            output = process.stdout.read() if process.stdout else ""
-            pytest.fail(f"process exited early ({process.returncode}):\n{output}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail("server did not become ready in time")
-
-
-def log_events(output: str) -> list[dict[str, object]]:
-    events = []
-    for line in output.splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return events
 
 
 def test_dev_runs_embedded_postgres_serves_and_stops_cleanly() -> None:
@@ -105,7 +55,7 @@ def test_dev_runs_embedded_postgres_serves_and_stops_cleanly() -> None:
 
 
 async def _seeded_superusers(url: str) -> list[asyncpg.Record]:
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(False)
+    dsn = asyncpg_dsn(url)
     connection = await asyncpg.connect(dsn)
     try:
         return await connection.fetch(
@@ -128,15 +78,7 @@ def test_migrate_and_seed_are_idempotent(database_url: str) -> None:
     try:
         for _ in range(2):
             for command in ("migrate", "seed"):
-                result = subprocess.run(
-                    [sys.executable, "-m", "service.cli", command],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                    timeout=60,
-                )
-                assert result.returncode == 0, result.stdout + result.stderr
+                run_keelson(command, env)
         rows = asyncio.run(_seeded_superusers(database_url))
         assert len(rows) == 1
         assert rows[0]["is_superuser"] is True
@@ -146,7 +88,7 @@ def test_migrate_and_seed_are_idempotent(database_url: str) -> None:
 
 
 async def _delete_seeded(url: str) -> None:
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(False)
+    dsn = asyncpg_dsn(url)
     connection = await asyncpg.connect(dsn)
     try:
         await connection.execute("DELETE FROM users WHERE email = $1", SUPERUSER_EMAIL)
@@ -182,7 +124,7 @@ def test_invalid_settings_name_every_bad_variable() -> None:
 
 
 async def _keys(url: str, sql: str, *args: object) -> object:
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(False)
+    dsn = asyncpg_dsn(url)
     connection = await asyncpg.connect(dsn)
     try:
         return await connection.fetchval(sql, *args)

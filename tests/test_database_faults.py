@@ -7,8 +7,6 @@ is stopped and started again, then checks every acknowledged write is stored exa
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,32 +17,16 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from service.core.db import Database
 from service.embedded_postgres import EmbeddedPostgres
 from service.main import create_app
 from service.users.models import User
 from tests.conftest import bearer, make_settings, problem
-from tests.test_cli import base_env, free_port, keelson, wait_ready
-
-
-def run_cli(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", command],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-
+from tests.support.postgres import asyncpg_dsn
+from tests.support.processes import base_env, free_port, keelson, run_keelson, wait_ready
 
 FAST_ARGON2 = {"ARGON2_MEMORY_KIB": "1024", "ARGON2_TIME_COST": "1", "ARGON2_PARALLELISM": "1"}
-
-
-def asyncpg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(False)
 
 
 async def _client(app: FastAPI) -> httpx.AsyncClient:
@@ -198,8 +180,7 @@ async def test_outage_mid_traffic_loses_and_duplicates_no_acknowledged_write(
         **FAST_ARGON2,
     )
     for command in ("migrate", "seed"):
-        done = await asyncio.to_thread(run_cli, command, env)
-        assert done.returncode == 0, done.stdout + done.stderr
+        await asyncio.to_thread(run_keelson, command, env)
 
     local = own_postgres.restartable
     with keelson("serve", "--host", "127.0.0.1", "--port", str(port), env=env) as server:

@@ -6,8 +6,6 @@ Every operation, authenticated as a superuser, with generated valid and invalid 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,10 +17,9 @@ from aiosmtpd.controller import Controller
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis import checks as st_checks
 from schemathesis.specs.openapi import checks as openapi_checks
-from sqlalchemy.engine import make_url
 
-from tests.support.postgres import create_database, drop_database
-from tests.test_cli import base_env, free_port, keelson, wait_ready
+from tests.support.postgres import asyncpg_dsn, create_database, drop_database
+from tests.support.processes import base_env, free_port, keelson, run_keelson, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -67,15 +64,7 @@ def live_api(pg_server_url: str) -> Iterator[dict[str, Any]]:
     )
     try:
         for command in ("migrate", "seed"):
-            done = subprocess.run(
-                [sys.executable, "-m", "service.cli", command],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=120,
-            )
-            assert done.returncode == 0, done.stdout + done.stderr
+            run_keelson(command, env)
         with keelson("serve", "--host", "127.0.0.1", "--port", str(port), env=env) as process:
             wait_ready(port, process)
             base = f"http://127.0.0.1:{port}"
@@ -112,7 +101,7 @@ def test_api_conforms_to_its_schema(case: schemathesis.Case, live_api: dict[str,
 
 
 async def test_database_is_consistent_after_fuzzing(live_api: dict[str, Any]) -> None:
-    dsn = make_url(live_api["db"]).set(drivername="postgresql").render_as_string(False)
+    dsn = asyncpg_dsn(live_api["db"])
     connection = await asyncpg.connect(dsn)
     try:
         orphans = await connection.fetchval(

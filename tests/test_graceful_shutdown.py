@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -13,7 +11,14 @@ import httpx
 import pytest
 
 from tests.support.postgres import create_database, drop_database
-from tests.test_cli import base_env, free_port, keelson, log_events, wait_ready
+from tests.support.processes import (
+    base_env,
+    free_port,
+    keelson,
+    log_events,
+    run_keelson,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -38,15 +43,7 @@ def test_sigterm_lets_in_flight_request_finish_then_exits_zero(fresh_database: s
         **SLOW_ARGON2,
     )
     for command in ("migrate", "seed"):
-        done = subprocess.run(
-            [sys.executable, "-m", "service.cli", command],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
+        run_keelson(command, env)
 
     with keelson("serve", "--host", "127.0.0.1", "--port", str(port), env=env) as process:
         wait_ready(port, process)

@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.items.models import Item
 from tests.conftest import problem
-from tests.test_cli import base_env, free_port, keelson, wait_ready
+from tests.support.processes import base_env, free_port, keelson, wait_ready
 
 LIMIT = 1_048_576  # MAX_REQUEST_BODY_BYTES default
 

@@ -65,14 +65,14 @@ def postgres_server() -> Iterator[tuple[str, str]]:
         embedded.stop()
 
 
-def _asyncpg_dsn(url: str) -> str:
+def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def create_database(server_url: str, prefix: str) -> str:
     """A fresh database on the server; returns its SQLAlchemy URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    connection = await asyncpg.connect(_asyncpg_dsn(server_url))
+    connection = await asyncpg.connect(asyncpg_dsn(server_url))
     try:
         await connection.execute(f'CREATE DATABASE "{name}"')
     finally:
@@ -82,7 +82,7 @@ async def create_database(server_url: str, prefix: str) -> str:
 
 async def drop_database(server_url: str, database_url: str) -> None:
     name = make_url(database_url).database
-    connection = await asyncpg.connect(_asyncpg_dsn(server_url))
+    connection = await asyncpg.connect(asyncpg_dsn(server_url))
     try:
         await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
