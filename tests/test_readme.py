@@ -25,3 +25,12 @@ def test_quick_start_commands_exist() -> None:
     commands = set(_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     for command in re.findall(r"\| `keelson (\w[\w-]*)", README):
         assert command in commands
+
+
+def test_env_example_names_only_real_settings() -> None:
+    example = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
+    names = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", example, flags=re.MULTILINE))
+    fields = {name.upper() for name in Settings.model_fields}
+    standard_otel = {"OTEL_EXPORTER_OTLP_ENDPOINT"}  # read by the OTLP exporter itself
+    assert names, "no variables found"
+    assert names - fields - standard_otel == set()
