@@ -2,26 +2,43 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.core.config import Settings
 
+# A connection back in the pool for less than this is lent without a ping. Under load connections
+# come back within milliseconds, and a ping is three round trips (BEGIN; SELECT; ROLLBACK) on
+# asyncpg: pinging every checkout doubled the statements of GET /users/me. A connection that dies
+# while "fresh" (the server restarted this very second) fails one request with a retryable 503, and
+# that disconnect invalidates the whole pool, so the next requests reconnect.
+PING_IF_IDLE_FOR_S = 1.0
+_RETURNED_AT = "keelson_returned_at"
+
+# Methods whose requests only read: their session runs in autocommit, so a one-statement read is
+# one round trip instead of BEGIN + statement + COMMIT.
+READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
+
 
 def build_engine(settings: Settings) -> AsyncEngine:
     """Pool and timeouts come from Settings so operators size them against the DB's budget."""
-    return create_async_engine(
+    engine = create_async_engine(
         settings.sqlalchemy_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_s,
         pool_recycle=settings.db_pool_recycle_s,
-        pool_pre_ping=settings.db_pool_pre_ping,
+        # Pinging is done by _ping_idle_connections, only where it can find something.
+        pool_pre_ping=False,
         # Errors must not carry statement parameters into logs: they can hold password hashes.
         hide_parameters=True,
         connect_args={
@@ -35,17 +52,57 @@ def build_engine(settings: Settings) -> AsyncEngine:
             },
         },
     )
+    if settings.db_pool_pre_ping:
+        _ping_idle_connections(engine)
+    return engine
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    """Test a pooled connection before lending it, when it has been idle long enough to have
+    been dropped (a database restart or failover, an idle timeout in a proxy or firewall)."""
+    pool = engine.sync_engine.pool
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(pool, "checkin")
+    def _returned(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_RETURNED_AT] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _check(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+        returned_at = record.info.get(_RETURNED_AT)
+        if returned_at is None or time.monotonic() - returned_at < PING_IF_IDLE_FOR_S:
+            return  # brand new, or back in the pool a moment ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            # The pool discards this connection and tries another (a new one if need be).
+            raise DisconnectionError("pooled connection failed its ping") from error
 
 
 @dataclass(slots=True)
 class Database:
+    """`sessionmaker` serves requests that may write; `read_sessionmaker` those that only read
+    (autocommit). Tests pass one savepoint-bound factory for both."""
+
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    read_sessionmaker: async_sessionmaker[AsyncSession] | None = field(default=None)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
         engine = build_engine(settings)
-        return cls(engine=engine, sessionmaker=session_factory(engine))
+        return cls(
+            engine=engine,
+            sessionmaker=session_factory(engine),
+            read_sessionmaker=session_factory(
+                engine.execution_options(isolation_level="AUTOCOMMIT")
+            ),
+        )
+
+    def sessions_for(self, method: str) -> async_sessionmaker[AsyncSession]:
+        if method in READ_ONLY_METHODS and self.read_sessionmaker is not None:
+            return self.read_sessionmaker
+        return self.sessionmaker
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -60,10 +117,11 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request: committed when the endpoint returns, rolled back if it raises.
 
     Used with scope="function" so the commit happens before the response is sent: a client never
-    sees a 2xx for a write that then fails to commit.
+    sees a 2xx for a write that then fails to commit. GET and HEAD run in autocommit: no
+    BEGIN/COMMIT round trips for reads (a read spanning two statements sees two snapshots).
     """
     database: Database = request.app.state.db
-    async with database.sessionmaker() as session:
+    async with database.sessions_for(request.method)() as session:
         try:
             yield session
         except BaseException:

@@ -1,0 +1,112 @@
+"""The engine's round-trip economy against real PostgreSQL: reads run in autocommit, and only
+connections idle long enough to have been dropped are pinged before use."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from service.core import db
+from service.core.db import Database
+from tests.conftest import make_settings
+from tests.support.postgres import asyncpg_dsn
+
+
+async def _statements_share_a_transaction(session: AsyncSession) -> bool:
+    """now() is frozen at the transaction's start: it moves between statements only when each
+    statement is its own transaction, i.e. when no BEGIN was sent."""
+    connection = await session.connection()
+    before = (await connection.execute(text("SELECT now()"))).scalar_one()
+    await connection.execute(text("SELECT pg_sleep(0.005)"))
+    after = (await connection.execute(text("SELECT now()"))).scalar_one()
+    return bool(before == after)
+
+
+async def _kill_pooled_backends(database_url: str) -> int:
+    killer = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        killed: int = await killer.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'keelson' AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await killer.close()
+    return killed
+
+
+async def test_get_and_head_sessions_send_no_begin_while_writes_get_a_transaction(
+    database_url: str,
+) -> None:
+    database = Database.from_settings(make_settings(database_url))
+    try:
+        for method in ("GET", "HEAD"):
+            async with database.sessions_for(method)() as session:
+                assert await _statements_share_a_transaction(session) is False
+        async with database.sessions_for("POST")() as session:
+            assert await _statements_share_a_transaction(session) is True
+    finally:
+        await database.dispose()
+
+
+async def test_autocommit_reads_leave_the_pooled_connection_in_its_default_mode(
+    database_url: str,
+) -> None:
+    database = Database.from_settings(make_settings(database_url, db_pool_size=1))
+    try:
+        async with database.sessions_for("GET")() as session:
+            assert await _statements_share_a_transaction(session) is False
+        async with database.sessions_for("PUT")() as session:  # the same, single connection
+            assert await _statements_share_a_transaction(session) is True
+    finally:
+        await database.dispose()
+
+
+async def test_an_idle_connection_dropped_by_the_server_is_replaced_before_use(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "PING_IF_IDLE_FOR_S", 0.0)  # every pooled connection counts as idle
+    database = Database.from_settings(make_settings(database_url, db_pool_size=1))
+    try:
+        async with database.engine.connect() as connection:
+            first_pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        assert await _kill_pooled_backends(database_url) == 1
+        async with database.engine.connect() as connection:
+            second_pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        assert second_pid != first_pid
+    finally:
+        await database.dispose()
+
+
+async def test_a_fresh_connection_is_not_pinged_and_a_drop_fails_once_then_recovers(
+    database_url: str,
+) -> None:
+    database = Database.from_settings(make_settings(database_url, db_pool_size=2))
+    try:
+        async with database.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        assert await _kill_pooled_backends(database_url) == 1
+        with pytest.raises(DBAPIError) as failure:
+            async with database.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        assert failure.value.connection_invalidated
+        async with database.engine.connect() as connection:
+            assert (await connection.execute(text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await database.dispose()
+
+
+async def test_pre_ping_off_never_pings(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(db, "PING_IF_IDLE_FOR_S", 0.0)
+    database = Database.from_settings(make_settings(database_url, db_pool_pre_ping=False))
+    try:
+        async with database.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        assert await _kill_pooled_backends(database_url) == 1
+        with pytest.raises(DBAPIError):
+            async with database.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+    finally:
+        await database.dispose()
