@@ -1,14 +1,17 @@
-"""The items table."""
+"""The items table, and the per-owner item counters PostgreSQL triggers keep exact."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, ForeignKey, Index, Uuid, func
+from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, SmallInteger, Uuid, func
 from sqlmodel import Field, SQLModel
 
 from service.core.tables import utcnow
+
+# The counter scope of "all items" (a superuser's view); every other scope is an owner's id.
+ALL_ITEMS_SCOPE = uuid.UUID(int=0)
 
 
 class Item(SQLModel, table=True):
@@ -30,3 +33,19 @@ class Item(SQLModel, table=True):
         default_factory=utcnow,
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
+
+
+class ItemCounter(SQLModel, table=True):
+    """How many items a scope holds: the sum of `n` over its shards.
+
+    A writer adds to shard pg_backend_pid() % 16, so concurrent transactions creating items for
+    one owner rarely wait on each other's row lock. Written only by the triggers of migration 0004, in the transaction of each write to items,
+    so every path (the API, plain SQL, ON DELETE CASCADE from users) keeps it exact. No foreign
+    key on `scope`: the all-items scope is no user.
+    """
+
+    __tablename__ = "item_counters"
+
+    scope: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
+    shard: int = Field(sa_column=Column(SmallInteger, primary_key=True))
+    n: int = Field(sa_column=Column(BigInteger, nullable=False))

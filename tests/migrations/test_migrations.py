@@ -49,6 +49,7 @@ async def test_upgrade_downgrade_upgrade_round_trip(empty_database: str) -> None
     assert await _tables(empty_database) == {
         "users",
         "items",
+        "item_counters",
         "idempotency_keys",
         "refresh_tokens",
         "password_reset_tokens",
@@ -61,6 +62,7 @@ async def test_upgrade_downgrade_upgrade_round_trip(empty_database: str) -> None
     assert await _tables(empty_database) == {
         "users",
         "items",
+        "item_counters",
         "idempotency_keys",
         "refresh_tokens",
         "password_reset_tokens",
