@@ -15,16 +15,14 @@ down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# The scope of "all items"; every other scope is an owner's id (users.id is a random UUID).
-ALL_ITEMS = "'00000000-0000-0000-0000-000000000000'::uuid"
-
 # One statement-level function for INSERT, UPDATE and DELETE on items: the statement's rows,
 # aggregated per owner from the transition tables, become one upsert per owner (plus one for
 # all items) into this backend's shard. A bulk INSERT ... SELECT of a million rows is one upsert.
 # Upserts go in scope order, so two transactions on the same shard lock rows in the same order.
 # An owner that no longer exists (its items are going by ON DELETE CASCADE) keeps no rows,
-# whichever of this trigger and users' cleanup trigger runs first.
-APPLY_FUNCTION = f"""
+# whichever of this trigger and users' cleanup trigger runs first. The nil UUID is the scope of
+# "all items" (service.items.models.ALL_ITEMS_SCOPE); users.id is a random UUID, never nil.
+APPLY_FUNCTION = """
 CREATE FUNCTION item_counters_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     owners uuid[];
@@ -64,7 +62,8 @@ BEGIN
         FROM unnest(owners, deltas) AS u (scope, delta)
         WHERE EXISTS (SELECT 1 FROM users WHERE users.id = u.scope)
         UNION ALL
-        SELECT {ALL_ITEMS}, sum(t.delta) FROM unnest(deltas) AS t (delta)
+        SELECT '00000000-0000-0000-0000-000000000000'::uuid, sum(t.delta)
+        FROM unnest(deltas) AS t (delta)
     ) AS d
     WHERE d.delta <> 0
     ORDER BY d.scope
@@ -114,11 +113,11 @@ TRIGGERS = [
     " FOR EACH STATEMENT EXECUTE FUNCTION item_counters_forget_owners()",
 ]
 
-BACKFILL = f"""
+BACKFILL = """
 INSERT INTO item_counters (scope, shard, n)
 SELECT owner_id, 0, count(*) FROM items GROUP BY owner_id
 UNION ALL
-SELECT {ALL_ITEMS}, 0, count(*) FROM items
+SELECT '00000000-0000-0000-0000-000000000000'::uuid, 0, count(*) FROM items
 """
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import TypedDict
 
 from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, SmallInteger, Uuid, func
 from sqlmodel import Field, SQLModel
@@ -39,9 +40,10 @@ class ItemCounter(SQLModel, table=True):
     """How many items a scope holds: the sum of `n` over its shards.
 
     A writer adds to shard pg_backend_pid() % 16, so concurrent transactions creating items for
-    one owner rarely wait on each other's row lock. Written only by the triggers of migration 0004, in the transaction of each write to items,
-    so every path (the API, plain SQL, ON DELETE CASCADE from users) keeps it exact. No foreign
-    key on `scope`: the all-items scope is no user.
+    one owner rarely wait on each other's row lock. Written only by the triggers of migration
+    0004, in the transaction of each write to items, so every path (the API, plain SQL, ON
+    DELETE CASCADE from users) keeps it exact. No foreign key on `scope`: the all-items scope
+    (ALL_ITEMS_SCOPE) is no user.
     """
 
     __tablename__ = "item_counters"
@@ -49,3 +51,13 @@ class ItemCounter(SQLModel, table=True):
     scope: uuid.UUID = Field(sa_column=Column(Uuid, primary_key=True))
     shard: int = Field(sa_column=Column(SmallInteger, primary_key=True))
     n: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class ItemRow(TypedDict):
+    """An item as the queries return it and the API shows it (see schemas.ItemPublic)."""
+
+    id: uuid.UUID
+    title: str
+    description: str | None
+    owner_id: uuid.UUID
+    created_at: datetime

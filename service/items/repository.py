@@ -1,61 +1,105 @@
-"""Queries on the items table."""
+"""Queries on the items table, in SQLAlchemy Core on the session's connection.
+
+Rows come back as plain `ItemRow` dicts of exactly what the API shows: no ORM objects to build,
+track and validate again on the hot paths.
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import delete, func
-from sqlmodel import col, select
+from sqlalchemy import Select, Table, delete, func, insert, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from service.items.models import Item
+from service.items.models import ALL_ITEMS_SCOPE, Item, ItemCounter, ItemRow
+
+items: Table = Item.metadata.tables["items"]
+item_counters: Table = ItemCounter.metadata.tables["item_counters"]
+_COLUMNS = (items.c.id, items.c.title, items.c.description, items.c.owner_id, items.c.created_at)
+_NEWEST_FIRST = (items.c.created_at.desc(), items.c.id.desc())
 
 
-async def get_item(session: AsyncSession, item_id: uuid.UUID) -> Item | None:
-    return await session.get(Item, item_id)
+async def _connection(session: AsyncSession) -> AsyncConnection:
+    """The session's connection, in the session's transaction."""
+    return await session.connection()
 
 
-async def get_item_for_update(session: AsyncSession, item_id: uuid.UUID) -> Item | None:
-    """The item with its row locked (FOR UPDATE) until the transaction ends, freshly read."""
-    query = (
-        select(Item)
-        .where(col(Item.id) == item_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return (await session.exec(query)).first()
+def _row(row: Any) -> ItemRow:
+    return cast(ItemRow, row._asdict())
+
+
+async def get_item(session: AsyncSession, item_id: uuid.UUID) -> ItemRow | None:
+    connection = await _connection(session)
+    row = (await connection.execute(select(*_COLUMNS).where(items.c.id == item_id))).first()
+    return None if row is None else _row(row)
+
+
+async def get_item_for_update(session: AsyncSession, item_id: uuid.UUID) -> ItemRow | None:
+    """The item with its row locked (FOR UPDATE) until the transaction ends."""
+    query = select(*_COLUMNS).where(items.c.id == item_id).with_for_update()
+    row = (await (await _connection(session)).execute(query)).first()
+    return None if row is None else _row(row)
+
+
+def page_query(
+    *,
+    owner_id: uuid.UUID | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    skip: int,
+    limit: int,
+) -> Select[Any]:
+    """Up to `limit` items newest first, older than `after` (a keyset position) if given.
+
+    owner_id=None lists everyone's items (superuser view). The row comparison
+    (created_at, id) < (:c, :i) is a range of ix_items_owner_id_created_at_id (or
+    ix_items_created_at_id): a page costs the same at any depth, without a sort.
+    """
+    page = select(*_COLUMNS)
+    if owner_id is not None:
+        page = page.where(items.c.owner_id == owner_id)
+    if after is not None:
+        page = page.where(tuple_(items.c.created_at, items.c.id) < tuple_(*after))
+    page = page.order_by(*_NEWEST_FIRST).limit(limit)
+    return page.offset(skip) if skip else page
 
 
 async def list_items(
-    session: AsyncSession, *, owner_id: uuid.UUID | None, skip: int, limit: int
-) -> tuple[Sequence[Item], int]:
-    """Newest first; owner_id=None lists everyone's items (superuser view)."""
-    page = select(Item)
-    count = select(func.count()).select_from(Item)
-    if owner_id is not None:
-        page = page.where(col(Item.owner_id) == owner_id)
-        count = count.where(col(Item.owner_id) == owner_id)
-    page = page.order_by(col(Item.created_at).desc(), col(Item.id).desc()).offset(skip).limit(limit)
-    rows = (await session.exec(page)).all()
-    total = (await session.exec(count)).one()
-    return rows, total
+    session: AsyncSession,
+    *,
+    owner_id: uuid.UUID | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    skip: int,
+    limit: int,
+) -> list[ItemRow]:
+    query = page_query(owner_id=owner_id, after=after, skip=skip, limit=limit)
+    rows = (await (await _connection(session)).execute(query)).all()
+    return [_row(row) for row in rows]
 
 
-async def add_item(session: AsyncSession, item: Item) -> Item:
-    session.add(item)
-    await session.flush()
-    return item
+async def count_items(session: AsyncSession, *, owner_id: uuid.UUID | None) -> int:
+    """O(1): the sum of the scope's counter shards (kept by triggers), not count(*) on items."""
+    scope = ALL_ITEMS_SCOPE if owner_id is None else owner_id
+    query = select(func.coalesce(func.sum(item_counters.c.n), 0)).where(
+        item_counters.c.scope == scope
+    )
+    total = (await (await _connection(session)).execute(query)).scalar_one()
+    return int(total)
 
 
-async def save_item(session: AsyncSession, item: Item, changes: dict[str, Any]) -> Item:
-    for field, value in changes.items():
-        setattr(item, field, value)
-    session.add(item)
-    await session.flush()
-    return item
+async def add_item(session: AsyncSession, item: ItemRow) -> None:
+    await (await _connection(session)).execute(insert(items).values(**item))
+
+
+async def save_item(
+    session: AsyncSession, item_id: uuid.UUID, changes: dict[str, Any]
+) -> ItemRow | None:
+    query = update(items).where(items.c.id == item_id).values(**changes).returning(*_COLUMNS)
+    row = (await (await _connection(session)).execute(query)).first()
+    return None if row is None else _row(row)
 
 
 async def delete_item(session: AsyncSession, item_id: uuid.UUID) -> None:
-    await session.exec(delete(Item).where(col(Item.id) == item_id))
+    await (await _connection(session)).execute(delete(items).where(items.c.id == item_id))

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Title = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Description = Annotated[str, StringConstraints(max_length=255)]
@@ -39,3 +39,7 @@ class ItemPublic(BaseModel):
 class ItemsPublic(BaseModel):
     data: list[ItemPublic]
     count: int
+    next_cursor: str | None = Field(
+        default=None,
+        description="Pass as `cursor` for the page after this one; null on the last page",
+    )

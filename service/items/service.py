@@ -1,26 +1,33 @@
 """Rules about items: everyone owns their items; a superuser may act on all of them.
 
 Writes may be made safe to retry (an Idempotency-Key on create) and safe against lost updates
-(If-Match on update and delete, compared with the item's ETag).
+(If-Match on update and delete, compared with the item's ETag). Lists page by offset or by a
+keyset cursor; their count comes from trigger-kept counters, so neither grows with the table.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
-import json
+import hmac
+import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cache
 from http import HTTPStatus
 from typing import Any
 
+import orjson
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.core.errors import BadRequest, DomainError, Forbidden, NotFound
+from service.core.tables import utcnow
 from service.idempotency import service as idempotency
 from service.items import repository
-from service.items.models import Item
-from service.items.schemas import ItemCreate, ItemPublic, ItemUpdate
+from service.items.models import ItemRow
+from service.items.schemas import ItemCreate, ItemUpdate
 from service.users.models import User
 
 # What an Idempotency-Key on item creation is bound to, besides the body.
@@ -49,6 +56,19 @@ class InvalidIfMatch(BadRequest):
         super().__init__('If-Match must be "*" or a comma-separated list of quoted entity tags')
 
 
+class InvalidCursor(BadRequest):
+    def __init__(self) -> None:
+        super().__init__(
+            "cursor is not a next_cursor this API issued (or its key has changed);"
+            " start again from the first page without cursor"
+        )
+
+
+class CursorWithSkip(BadRequest):
+    def __init__(self) -> None:
+        super().__init__("cursor and skip cannot be combined: a cursor already says where to start")
+
+
 @dataclass(frozen=True, slots=True)
 class IfMatch:
     """A parsed If-Match header: `*` (any current item), or the strong entity tags it lists."""
@@ -60,23 +80,120 @@ class IfMatch:
         return self.any or etag in self.tags
 
 
-def etag_for(item: Item | ItemPublic) -> str:
-    """A strong ETag: the SHA-256 of the item as the API shows it, so it changes exactly when the
-    representation does (and comes back if an edit is undone, which is harmless for If-Match)."""
-    public = ItemPublic.model_validate(item).model_dump(mode="json")
-    canonical = json.dumps(public, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return f'"{hashlib.sha256(canonical.encode()).hexdigest()}"'
+# JSON exactly as pydantic writes an ItemPublic (UTC as "Z"); tests/items hold it to that.
+JSON_OPTIONS = orjson.OPT_UTC_Z
+
+
+def _uuid_as_str(value: object) -> str:
+    """asyncpg's own UUID class (a uuid.UUID subclass) is not one orjson writes natively."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def to_json(content: object, *, sort_keys: bool = False) -> bytes:
+    option = JSON_OPTIONS | orjson.OPT_SORT_KEYS if sort_keys else JSON_OPTIONS
+    return orjson.dumps(content, default=_uuid_as_str, option=option)
+
+
+def etag_for(item: Mapping[str, object]) -> str:
+    """A strong ETag: the SHA-256 of the item as the API shows it (canonical JSON, sorted keys),
+    so it changes exactly when the representation does (and comes back if an edit is undone,
+    which is harmless for If-Match). `item` is a row, or its JSON form (a stored answer)."""
+    return f'"{hashlib.sha256(to_json(item, sort_keys=True)).hexdigest()}"'
+
+
+# -- keyset cursors -----------------------------------------------------------------------------
+# A cursor is the position after a page's last item, (created_at, id), with an HMAC tag so that
+# clients cannot forge or edit one: version (1 byte) | created_at in microseconds since the
+# epoch (signed 8 bytes) | id (16 bytes) | tag (8 bytes), in URL-safe base64 (44 characters).
+_CURSOR_VERSION = 1
+_CURSOR_TAG_BYTES = 8
+_CURSOR_PATTERN = re.compile(r"[A-Za-z0-9_-]{44}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@cache
+def cursor_key(secret: str) -> bytes:
+    """The cursor MAC key, derived from SECRET_KEY and kept apart from token signing."""
+    return hmac.digest(secret.encode(), b"keelson items cursor", "sha256")
+
+
+def _cursor_tag(key: bytes, payload: bytes) -> bytes:
+    return hmac.digest(key, payload, "sha256")[:_CURSOR_TAG_BYTES]
+
+
+def encode_cursor(item: ItemRow, key: bytes) -> str:
+    micros = (item["created_at"] - _EPOCH) // timedelta(microseconds=1)
+    payload = (
+        _CURSOR_VERSION.to_bytes(1, "big")
+        + micros.to_bytes(8, "big", signed=True)
+        + item["id"].bytes
+    )
+    return base64.urlsafe_b64encode(payload + _cursor_tag(key, payload)).decode()
+
+
+def decode_cursor(cursor: str, key: bytes) -> tuple[datetime, uuid.UUID]:
+    """The (created_at, id) a cursor stands for; InvalidCursor for anything this API did not
+    issue with this key."""
+    if _CURSOR_PATTERN.fullmatch(cursor) is None:
+        raise InvalidCursor
+    raw = base64.urlsafe_b64decode(cursor)
+    payload, tag = raw[:-_CURSOR_TAG_BYTES], raw[-_CURSOR_TAG_BYTES:]
+    if not hmac.compare_digest(tag, _cursor_tag(key, payload)) or payload[0] != _CURSOR_VERSION:
+        raise InvalidCursor
+    try:
+        created_at = _EPOCH + timedelta(microseconds=int.from_bytes(payload[1:9], signed=True))
+    except OverflowError:
+        raise InvalidCursor from None
+    return created_at, uuid.UUID(bytes=payload[9:])
+
+
+@dataclass(frozen=True, slots=True)
+class ItemPage:
+    data: list[ItemRow]
+    count: int
+    next_cursor: str | None
 
 
 async def list_items(
-    session: AsyncSession, viewer: User, *, skip: int, limit: int
-) -> tuple[Sequence[Item], int]:
+    session: AsyncSession,
+    viewer: User,
+    *,
+    skip: int,
+    limit: int,
+    cursor: str | None = None,
+    key: bytes,
+) -> ItemPage:
+    """A page newest first: after `cursor`, or at offset `skip`. next_cursor continues after
+    the page's last item, and is None when nothing older is left."""
+    if cursor is not None and skip:
+        raise CursorWithSkip
+    after = None if cursor is None else decode_cursor(cursor, key)
     owner_id = None if viewer.is_superuser else viewer.id
-    return await repository.list_items(session, owner_id=owner_id, skip=skip, limit=limit)
+    rows = await repository.list_items(
+        session, owner_id=owner_id, after=after, skip=skip, limit=limit + 1
+    )
+    next_cursor = None
+    if len(rows) > limit:
+        del rows[limit:]
+        next_cursor = encode_cursor(rows[-1], key)
+    count = await repository.count_items(session, owner_id=owner_id)
+    return ItemPage(data=rows, count=count, next_cursor=next_cursor)
 
 
-async def create_item(session: AsyncSession, owner: User, data: ItemCreate) -> Item:
-    return await repository.add_item(session, Item(**data.model_dump(), owner_id=owner.id))
+async def create_item(session: AsyncSession, owner: User, data: ItemCreate) -> ItemRow:
+    """Id and created_at are made here, so the INSERT needs no RETURNING and the answer is
+    exactly what was stored (PostgreSQL keeps microseconds, as datetime does)."""
+    item = ItemRow(
+        id=uuid.uuid4(),
+        title=data.title,
+        description=data.description,
+        owner_id=owner.id,
+        created_at=utcnow(),
+    )
+    await repository.add_item(session, item)
+    return item
 
 
 async def create_item_once(
@@ -86,7 +203,7 @@ async def create_item_once(
 
     async def create() -> tuple[int, dict[str, Any]]:
         item = await create_item(session, owner, data)
-        return HTTPStatus.OK, ItemPublic.model_validate(item).model_dump(mode="json")
+        return HTTPStatus.OK, orjson.loads(to_json(item))
 
     return await idempotency.run_once(
         session,
@@ -98,21 +215,21 @@ async def create_item_once(
     )
 
 
-def _check_access(actor: User, item: Item | None) -> Item:
+def _check_access(actor: User, item: ItemRow | None) -> ItemRow:
     if item is None:
         raise ItemNotFound
-    if item.owner_id != actor.id and not actor.is_superuser:
+    if item["owner_id"] != actor.id and not actor.is_superuser:
         raise NotItemOwner
     return item
 
 
-async def get_item_for(session: AsyncSession, actor: User, item_id: uuid.UUID) -> Item:
+async def get_item_for(session: AsyncSession, actor: User, item_id: uuid.UUID) -> ItemRow:
     return _check_access(actor, await repository.get_item(session, item_id))
 
 
 async def _get_item_to_change(
     session: AsyncSession, actor: User, item_id: uuid.UUID, if_match: IfMatch | None
-) -> Item:
+) -> ItemRow:
     """The item, row-locked until the transaction ends, so the If-Match check holds for the write.
 
     404 and 403 come before 412: a precondition only matters for a request that could succeed.
@@ -130,12 +247,17 @@ async def update_item(
     data: ItemUpdate,
     *,
     if_match: IfMatch | None = None,
-) -> Item:
+) -> ItemRow:
     item = await _get_item_to_change(session, actor, item_id, if_match)
     sent = data.model_dump(exclude_unset=True)
     # title is required: a null means "leave it"; description is optional, a null clears it.
     changes = {k: v for k, v in sent.items() if v is not None or k == "description"}
-    return await repository.save_item(session, item, changes)
+    if not changes:
+        return item
+    saved = await repository.save_item(session, item_id, changes)
+    if saved is None:  # cannot happen: the row is locked since _get_item_to_change
+        raise ItemNotFound
+    return saved
 
 
 async def delete_item(

@@ -103,7 +103,7 @@ async def test_list_pages_with_skip_and_limit(
     assert page["count"] == 5
     assert [entry["title"] for entry in page["data"]] == ["item 3", "item 2"]
     past_end = (await client.get("/api/v1/items/?skip=10", headers=user_headers)).json()
-    assert past_end == {"data": [], "count": 5}
+    assert past_end == {"data": [], "count": 5, "next_cursor": None}
 
 
 async def test_superuser_lists_everyones_items(
