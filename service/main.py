@@ -19,6 +19,7 @@ from service.core import metrics
 from service.core.config import Settings, load_settings
 from service.core.db import Database
 from service.core.db_errors import install_db_error_handlers
+from service.core.edge import ConstantAnswer, EdgeAnsweringAPI
 from service.core.errors import install_error_handlers
 from service.core.logging import configure_logging
 from service.core.mailer import Mailer
@@ -26,7 +27,7 @@ from service.core.rate_limits import install_rate_limit_handler
 from service.core.request_context import RequestContextMiddleware, route_templates
 from service.core.request_limits import BodyLimitMiddleware
 from service.core.security import PasswordHashing, TokenCodec
-from service.core.security_headers import SecurityHeadersMiddleware
+from service.core.security_headers import SecurityHeadersMiddleware, security_headers
 from service.core.tables import discover_models
 from service.core.telemetry import (
     build_tracer_provider,
@@ -89,7 +90,7 @@ def create_app(
     discover_models()
     metrics.BUILD_INFO.labels(__version__, settings.git_commit).set(1)
 
-    app = FastAPI(
+    app = EdgeAnsweringAPI(
         title=settings.project_name,
         version=__version__,
         openapi_url=f"{API_PREFIX}/openapi.json" if settings.docs_enabled else None,
@@ -141,9 +142,18 @@ def create_app(
     # Sees every request, including the 413s and 500s produced inside.
     app.add_middleware(RequestContextMiddleware, access_log=settings.access_log_enabled)
     # Around everything, so even the 413s and 500s above carry the security headers.
+    hsts_max_age_s = settings.hsts_max_age_s if settings.hsts_enabled else None
     app.add_middleware(
-        SecurityHeadersMiddleware,
-        no_store_routes=NO_STORE_ROUTES,
-        hsts_max_age_s=settings.hsts_max_age_s if settings.hsts_enabled else None,
+        SecurityHeadersMiddleware, no_store_routes=NO_STORE_ROUTES, hsts_max_age_s=hsts_max_age_s
     )
+    app.constant_answers = _constant_answers(security_headers(hsts_max_age_s))
     return app
+
+
+def _constant_answers(headers: tuple[tuple[bytes, bytes], ...]) -> dict[str, ConstantAnswer]:
+    """The health checks, answered ahead of the stack with the bytes their routes would send."""
+    health_check = f"{API_PREFIX}/utils/health-check/"
+    return {
+        health_check: ConstantAnswer.json(health_check, b"true", headers),
+        "/healthz": ConstantAnswer.json("/healthz", b'{"status":"ok"}', headers),
+    }

@@ -27,7 +27,8 @@ access_log = structlog.get_logger("keelson.access")
 error_log = structlog.get_logger("keelson.error")
 
 
-def _incoming_request_id(scope: Scope) -> str:
+def incoming_request_id(scope: Scope) -> str:
+    """The client's X-Request-ID when well formed (so its logs join ours), else a new one."""
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER:
             return value.decode("ascii") if _VALID_REQUEST_ID.match(value) else uuid.uuid4().hex
@@ -65,7 +66,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
 
-        request_id = _incoming_request_id(scope)
+        request_id = incoming_request_id(scope)
         header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)

@@ -24,6 +24,13 @@ BASE_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 NO_STORE = (b"cache-control", b"no-store")
 
 
+def security_headers(hsts_max_age_s: int | None) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers every answer carries; HSTS only when configured."""
+    if hsts_max_age_s is None:
+        return BASE_HEADERS
+    return (*BASE_HEADERS, (b"strict-transport-security", f"max-age={hsts_max_age_s}".encode()))
+
+
 class SecurityHeadersMiddleware:
     def __init__(
         self,
@@ -36,10 +43,7 @@ class SecurityHeadersMiddleware:
         sends no Strict-Transport-Security."""
         self.app = app
         self.no_store_routes = frozenset(no_store_routes)
-        headers = list(BASE_HEADERS)
-        if hsts_max_age_s is not None:
-            headers.append((b"strict-transport-security", f"max-age={hsts_max_age_s}".encode()))
-        self.headers = tuple(headers)
+        self.headers = security_headers(hsts_max_age_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
