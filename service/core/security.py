@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import os
 import threading
 import uuid
@@ -149,11 +151,15 @@ class TokenCodec:
         )
 
     def _key_for(self, token: str) -> str:
+        """The key named by the header's kid. The header is read here without PyJWT, which would
+        parse and check every segment of the token a second time; jwt.decode still checks it
+        all, this only picks one of the configured keys."""
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
-            raise InvalidToken(str(exc)) from exc
-        kid = header.get("kid")
+            segment = token.split(".", 1)[0]
+            header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        except (ValueError, UnicodeError, RecursionError) as exc:
+            raise InvalidToken("malformed header") from exc
+        kid = header.get("kid") if isinstance(header, dict) else None
         if not isinstance(kid, str) or kid not in self._keys:
             raise InvalidToken("unknown or missing kid")
         return self._keys[kid]

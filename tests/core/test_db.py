@@ -25,16 +25,20 @@ async def _statements_share_a_transaction(session: AsyncSession) -> bool:
     return bool(before == after)
 
 
-async def _kill_pooled_backends(database_url: str) -> int:
+async def _kill_backend(database_url: str, pid: int) -> None:
+    """What a database restart or an idle timeout in a proxy does to a pooled connection."""
     killer = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
-        killed: int = await killer.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE application_name = 'keelson' AND pid <> pg_backend_pid()"
-        )
+        assert await killer.fetchval("SELECT pg_terminate_backend($1)", pid) is True
     finally:
         await killer.close()
-    return killed
+
+
+async def _pooled_backend_pid(database: Database) -> int:
+    """Use a connection once and give it back to the pool; its server process id."""
+    async with database.engine.connect() as connection:
+        pid: int = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    return pid
 
 
 async def test_get_and_head_sessions_send_no_begin_while_writes_get_a_transaction(
@@ -70,12 +74,9 @@ async def test_an_idle_connection_dropped_by_the_server_is_replaced_before_use(
     monkeypatch.setattr(db, "PING_IF_IDLE_FOR_S", 0.0)  # every pooled connection counts as idle
     database = Database.from_settings(make_settings(database_url, db_pool_size=1))
     try:
-        async with database.engine.connect() as connection:
-            first_pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-        assert await _kill_pooled_backends(database_url) == 1
-        async with database.engine.connect() as connection:
-            second_pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-        assert second_pid != first_pid
+        first_pid = await _pooled_backend_pid(database)
+        await _kill_backend(database_url, first_pid)
+        assert await _pooled_backend_pid(database) != first_pid
     finally:
         await database.dispose()
 
@@ -85,9 +86,7 @@ async def test_a_fresh_connection_is_not_pinged_and_a_drop_fails_once_then_recov
 ) -> None:
     database = Database.from_settings(make_settings(database_url, db_pool_size=2))
     try:
-        async with database.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-        assert await _kill_pooled_backends(database_url) == 1
+        await _kill_backend(database_url, await _pooled_backend_pid(database))
         with pytest.raises(DBAPIError) as failure:
             async with database.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
@@ -102,9 +101,7 @@ async def test_pre_ping_off_never_pings(database_url: str, monkeypatch: pytest.M
     monkeypatch.setattr(db, "PING_IF_IDLE_FOR_S", 0.0)
     database = Database.from_settings(make_settings(database_url, db_pool_pre_ping=False))
     try:
-        async with database.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-        assert await _kill_pooled_backends(database_url) == 1
+        await _kill_backend(database_url, await _pooled_backend_pid(database))
         with pytest.raises(DBAPIError):
             async with database.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))

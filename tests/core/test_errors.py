@@ -410,7 +410,7 @@ async def test_paging_past_the_end_is_an_empty_page(
 ) -> None:
     response = await client.get(f"{ITEMS}?skip=1000000&limit=1000", headers=user_headers)
     assert response.status_code == 200
-    assert response.json() == {"data": [], "count": 1}
+    assert response.json() == {"data": [], "count": 1, "next_cursor": None}
 
 
 # -- SQL-looking input is data ------------------------------------------------------------------
