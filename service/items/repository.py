@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, delete, func, insert, select, tuple_, update
+from sqlalchemy import Select, Table, bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -19,6 +20,7 @@ from service.items.models import ALL_ITEMS_SCOPE, Item, ItemCounter, ItemRow
 items: Table = Item.metadata.tables["items"]
 item_counters: Table = ItemCounter.metadata.tables["item_counters"]
 _COLUMNS = (items.c.id, items.c.title, items.c.description, items.c.owner_id, items.c.created_at)
+_KEYS = tuple(column.key for column in _COLUMNS)
 _NEWEST_FIRST = (items.c.created_at.desc(), items.c.id.desc())
 
 
@@ -28,7 +30,7 @@ async def _connection(session: AsyncSession) -> AsyncConnection:
 
 
 def _row(row: Any) -> ItemRow:
-    return cast(ItemRow, row._asdict())
+    return cast(ItemRow, dict(zip(_KEYS, row, strict=True)))
 
 
 async def get_item(session: AsyncSession, item_id: uuid.UUID) -> ItemRow | None:
@@ -44,26 +46,44 @@ async def get_item_for_update(session: AsyncSession, item_id: uuid.UUID) -> Item
     return None if row is None else _row(row)
 
 
+@cache
+def _page_statement(*, by_owner: bool, after: bool, skip: bool) -> Select[Any]:
+    """Built once per shape: constructing a select costs more CPU than PostgreSQL's answer."""
+    page = select(*_COLUMNS)
+    if by_owner:
+        page = page.where(items.c.owner_id == bindparam("owner_id"))
+    if after:
+        page = page.where(
+            tuple_(items.c.created_at, items.c.id)
+            < tuple_(
+                bindparam("after_created_at", type_=items.c.created_at.type),
+                bindparam("after_id", type_=items.c.id.type),
+            )
+        )
+    page = page.order_by(*_NEWEST_FIRST).limit(bindparam("limit"))
+    return page.offset(bindparam("skip")) if skip else page
+
+
 def page_query(
     *,
     owner_id: uuid.UUID | None,
     after: tuple[datetime, uuid.UUID] | None,
     skip: int,
     limit: int,
-) -> Select[Any]:
+) -> tuple[Select[Any], dict[str, Any]]:
     """Up to `limit` items newest first, older than `after` (a keyset position) if given.
 
     owner_id=None lists everyone's items (superuser view). The row comparison
     (created_at, id) < (:c, :i) is a range of ix_items_owner_id_created_at_id (or
     ix_items_created_at_id): a page costs the same at any depth, without a sort.
     """
-    page = select(*_COLUMNS)
-    if owner_id is not None:
-        page = page.where(items.c.owner_id == owner_id)
+    statement = _page_statement(
+        by_owner=owner_id is not None, after=after is not None, skip=skip > 0
+    )
+    params: dict[str, Any] = {"owner_id": owner_id, "limit": limit, "skip": skip}
     if after is not None:
-        page = page.where(tuple_(items.c.created_at, items.c.id) < tuple_(*after))
-    page = page.order_by(*_NEWEST_FIRST).limit(limit)
-    return page.offset(skip) if skip else page
+        params["after_created_at"], params["after_id"] = after
+    return statement, params
 
 
 async def list_items(
@@ -74,18 +94,20 @@ async def list_items(
     skip: int,
     limit: int,
 ) -> list[ItemRow]:
-    query = page_query(owner_id=owner_id, after=after, skip=skip, limit=limit)
-    rows = (await (await _connection(session)).execute(query)).all()
+    query, params = page_query(owner_id=owner_id, after=after, skip=skip, limit=limit)
+    rows = (await (await _connection(session)).execute(query, params)).all()
     return [_row(row) for row in rows]
+
+
+_COUNT = select(func.coalesce(func.sum(item_counters.c.n), 0)).where(
+    item_counters.c.scope == bindparam("scope")
+)
 
 
 async def count_items(session: AsyncSession, *, owner_id: uuid.UUID | None) -> int:
     """O(1): the sum of the scope's counter shards (kept by triggers), not count(*) on items."""
     scope = ALL_ITEMS_SCOPE if owner_id is None else owner_id
-    query = select(func.coalesce(func.sum(item_counters.c.n), 0)).where(
-        item_counters.c.scope == scope
-    )
-    total = (await (await _connection(session)).execute(query)).scalar_one()
+    total = (await (await _connection(session)).execute(_COUNT, {"scope": scope})).scalar_one()
     return int(total)
 
 
