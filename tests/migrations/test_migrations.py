@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from service.core.migrations import alembic_config, expected_heads
 from service.core.tables import discover_models, metadata
-from tests.support.postgres import create_database, drop_database
+from tests.support.postgres import asyncpg_dsn, create_database, drop_database
 
 
 @pytest.fixture
@@ -158,3 +159,48 @@ async def test_concurrent_migrations_are_serialized_by_the_advisory_lock(
     finally:
         await connection.close()
     assert {row["version_num"] for row in versions} == set(expected_heads())
+
+
+async def test_item_counters_are_backfilled_and_their_triggers_go_on_downgrade(
+    empty_database: str,
+) -> None:
+    await _alembic("upgrade", empty_database, "0003")
+    connection = await asyncpg.connect(asyncpg_dsn(empty_database))
+    try:
+        owners = [
+            await connection.fetchval(
+                "INSERT INTO users (id, email, hashed_password, is_active, is_superuser)"
+                " VALUES (gen_random_uuid(), $1, 'h', true, false) RETURNING id",
+                f"u{n}@x.io",
+            )
+            for n in range(2)
+        ]
+        for owner, count in zip(owners, (3, 5), strict=True):
+            await connection.execute(
+                "INSERT INTO items (id, title, owner_id)"
+                " SELECT gen_random_uuid(), 't', $1 FROM generate_series(1, $2::int)",
+                owner,
+                count,
+            )
+        await _alembic("upgrade", empty_database, "0004")
+        counts = dict(
+            await connection.fetch("SELECT scope, sum(n) FROM item_counters GROUP BY scope")
+        )
+        assert counts == {owners[0]: 3, owners[1]: 5, uuid.UUID(int=0): 8}
+        await connection.execute("DELETE FROM users WHERE id = $1", owners[0])
+        assert await connection.fetchval(
+            "SELECT sum(n) FROM item_counters WHERE scope = $1", uuid.UUID(int=0)
+        ) == await connection.fetchval("SELECT count(*) FROM items")
+
+        await _alembic("downgrade", empty_database, "0003")
+        triggers = await connection.fetchval(
+            "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal"
+            " AND tgrelid IN ('items'::regclass, 'users'::regclass)"
+        )
+        functions = await connection.fetchval(
+            "SELECT count(*) FROM pg_proc WHERE proname LIKE 'item_counters%'"
+        )
+        assert (triggers, functions) == (0, 0)
+        await connection.execute("DELETE FROM users")  # items and users work without them
+    finally:
+        await connection.close()
