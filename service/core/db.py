@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.responses import Response
 
 from service.core.config import Settings
 
@@ -113,22 +115,74 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
-async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request: committed when the endpoint returns, rolled back if it raises.
+class RequestSession:
+    """The request's session: opened on first use, ended by SessionRoute once the endpoint
+    returns, before the answer is sent.
 
-    Used with scope="function" so the commit happens before the response is sent: a client never
+    This replaces a `yield` dependency with scope="function": FastAPI's machinery for those
+    cost ~110 us per request, more than the whole rest of dependency solving.
+    """
+
+    __slots__ = ("_factory", "_read_only", "session")
+
+    def __init__(self, database: Database, method: str) -> None:
+        self._factory = database.sessions_for(method)
+        self._read_only = method in READ_ONLY_METHODS
+        self.session: AsyncSession | None = None
+
+    def get(self) -> AsyncSession:
+        if self.session is None:
+            self.session = self._factory()
+        return self.session
+
+    async def finish(self) -> None:
+        """Commit what the endpoint wrote (a read in autocommit has nothing to commit), then
+        give the connection back. A failing commit raises: the client gets its error, never a
+        2xx for a write that was not stored."""
+        session = self.session
+        if session is None:
+            return
+        try:
+            if not self._read_only and session.in_transaction():
+                await session.commit()
+        finally:
+            await session.close()
+
+    async def abandon(self) -> None:
+        if self.session is not None:
+            await self.session.close()  # rolls back whatever was not committed
+
+
+class SessionRoute(APIRoute):
+    """One session per request, committed when the endpoint returns, rolled back if it raises.
+
+    The commit happens inside the route handler, so before the response is sent: a client never
     sees a 2xx for a write that then fails to commit. GET and HEAD run in autocommit: no
     BEGIN/COMMIT round trips for reads (a read spanning two statements sees two snapshots).
     """
-    database: Database = request.app.state.db
-    async with database.sessions_for(request.method)() as session:
-        try:
-            yield session
-        except BaseException:
-            await session.rollback()
-            raise
-        if session.in_transaction():
-            await session.commit()
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def with_session(request: Request) -> Response:
+            holder = RequestSession(request.app.state.db, request.method)
+            request.state.db_session = holder
+            try:
+                response = await handler(request)
+            except BaseException:
+                await holder.abandon()
+                raise
+            await holder.finish()
+            return response
+
+        return with_session
 
 
-SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]
+async def _request_session(request: Request) -> AsyncSession:
+    holder: RequestSession | None = getattr(request.state, "db_session", None)
+    if holder is None:
+        raise RuntimeError("SessionDep is only available on routes whose class is a SessionRoute")
+    return holder.get()
+
+
+SessionDep = Annotated[AsyncSession, Depends(_request_session)]

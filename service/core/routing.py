@@ -11,10 +11,10 @@ from email.message import Message
 from typing import Any
 
 from fastapi import params
-from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
+from service.core.db import SessionRoute
 from service.core.errors import UnsupportedMediaType
 
 
@@ -32,7 +32,9 @@ def _has_body(request: Request) -> bool:
     return (length is not None and length != "0") or "transfer-encoding" in request.headers
 
 
-class StrictJSONRoute(APIRoute):
+class StrictJSONRoute(SessionRoute):
+    """A SessionRoute that refuses non-JSON bodies on JSON endpoints with a 415."""
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         body = self.body_field

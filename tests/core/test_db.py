@@ -4,13 +4,15 @@ connections idle long enough to have been dropped are pinged before use."""
 from __future__ import annotations
 
 import asyncpg
+import httpx
 import pytest
+from fastapi import APIRouter, FastAPI, HTTPException
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.core import db
-from service.core.db import Database
+from service.core.db import Database, SessionDep, SessionRoute
 from tests.conftest import make_settings
 from tests.support.postgres import asyncpg_dsn
 
@@ -105,5 +107,63 @@ async def test_pre_ping_off_never_pings(database_url: str, monkeypatch: pytest.M
         with pytest.raises(DBAPIError):
             async with database.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
+    finally:
+        await database.dispose()
+
+
+def _session_app(database: Database) -> FastAPI:
+    """Endpoints on a SessionRoute over a one-connection pool (so a TEMP table stays visible)."""
+    app = FastAPI()
+    app.state.db = database
+    router = APIRouter(route_class=SessionRoute)
+    plain = APIRouter()
+
+    @router.post("/setup")
+    async def setup(session: SessionDep) -> None:
+        await (await session.connection()).execute(
+            text("CREATE TEMP TABLE IF NOT EXISTS t (x int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+        )
+
+    @router.post("/insert/{x}")
+    async def insert(session: SessionDep, x: int, fail: bool = False, twice: bool = False) -> int:
+        connection = await session.connection()
+        for _ in range(2 if twice else 1):
+            await connection.execute(text("INSERT INTO t VALUES (:x)"), {"x": x})
+        if fail:
+            raise HTTPException(409, "refused after writing")
+        return x
+
+    @router.get("/rows")
+    async def rows(session: SessionDep) -> list[int]:
+        result = await (await session.connection()).execute(text("SELECT x FROM t ORDER BY x"))
+        return list(result.scalars())
+
+    @plain.get("/misconfigured")
+    async def misconfigured(session: SessionDep) -> None:
+        return None
+
+    app.include_router(router)
+    app.include_router(plain)
+    return app
+
+
+async def test_session_route_commits_before_answering_and_rolls_back_on_error(
+    database_url: str,
+) -> None:
+    database = Database.from_settings(make_settings(database_url, db_pool_size=1))
+    app = _session_app(database)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            assert (await client.post("/setup")).status_code == 200
+            assert (await client.post("/insert/1")).json() == 1
+            assert (await client.post("/insert/2", params={"fail": True})).status_code == 409
+            # The deferred unique check fires at COMMIT: the error reaches the client, no 2xx.
+            with pytest.raises(IntegrityError):
+                await client.post("/insert/3", params={"twice": True})
+            assert (await client.get("/rows")).json() == [1]
+            assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+            with pytest.raises(RuntimeError, match="SessionRoute"):
+                await client.get("/misconfigured")
     finally:
         await database.dispose()
