@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -103,6 +104,8 @@ class InvalidToken(Exception):
 
 
 REQUIRED_CLAIMS = ("exp", "iat", "sub", "iss", "aud", "jti")
+# How many verified tokens a process remembers: about one per active client; ~1 KiB each.
+VERIFIED_TOKENS_KEPT = 4096
 
 
 class TokenCodec:
@@ -123,6 +126,7 @@ class TokenCodec:
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self.access_ttl = timedelta(minutes=settings.access_token_expire_minutes)
+        self._verified: dict[tuple[str, str | None], tuple[dict[str, Any], float]] = {}
 
     @property
     def key_ids(self) -> frozenset[str]:
@@ -165,6 +169,28 @@ class TokenCodec:
         return self._keys[kid]
 
     def decode(self, token: str, *, audience: str | None = None) -> dict[str, Any]:
+        """The token's claims once signature, kid, exp, iss, aud and the required claims check.
+
+        A client sends the same access token for its whole lifetime, and PyJWT's checks cost
+        ~125 us per call on the reference machine, so tokens that verified are remembered
+        (bounded, first in first out) with their exp, which is checked again on every use. Only
+        the exact same string can hit, and the keys cannot change while the process runs.
+        """
+        cache_key = (token, audience)
+        known = self._verified.get(cache_key)
+        if known is not None:
+            claims, expires_at = known
+            if time.time() < expires_at:
+                return dict(claims)
+            del self._verified[cache_key]
+            raise InvalidToken("Signature has expired")
+        claims = self._verify(token, audience)
+        if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+            del self._verified[next(iter(self._verified))]
+        self._verified[cache_key] = (claims, float(claims["exp"]))
+        return dict(claims)
+
+    def _verify(self, token: str, audience: str | None) -> dict[str, Any]:
         key = self._key_for(token)
         try:
             claims: dict[str, Any] = jwt.decode(

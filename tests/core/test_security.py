@@ -23,7 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.auth.service import issue_reset_token
 from service.core.config import Settings
-from service.core.security import PasswordHashing
+from service.core.security import PasswordHashing, TokenCodec
 from service.users.models import User
 from tests.conftest import USER_PASSWORD, bearer, make_settings, problem
 
@@ -294,3 +294,45 @@ async def test_argon2_hashing_leaves_the_event_loop_free(database_url: str) -> N
     assert hashed.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
     assert elapsed_s > 0.005, "the hash was too cheap to tell anything"
     assert ticks >= 3, f"the loop ran {ticks} times during a {elapsed_s * 1000:.0f} ms hash"
+
+
+async def test_a_remembered_token_is_refused_once_it_expires(
+    client: httpx.AsyncClient, app: FastAPI, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime.now(UTC)
+    token = forge(app.state.settings, claims_for(user, exp=now + timedelta(seconds=30)))
+    headers = {"Authorization": f"Bearer {token}"}
+    for _ in range(2):  # verified, then answered from the verified tokens
+        response = await client.get(ME, headers=headers)
+        assert (response.status_code, response.json()["id"]) == (200, str(user.id))
+    later = time.time() + 31
+    monkeypatch.setattr("service.core.security.time.time", lambda: later)
+    await assert_refused(client, token)
+    assert (token, None) not in app.state.tokens._verified  # forgotten: PyJWT judges it next
+
+
+async def test_remembering_a_token_lets_no_variant_of_it_in(
+    client: httpx.AsyncClient, app: FastAPI, user: User
+) -> None:
+    token = forge(app.state.settings, claims_for(user))
+    assert (await client.get(ME, headers={"Authorization": f"Bearer {token}"})).status_code == 200
+    header, payload, signature = token.split(".")
+    stolen = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    other = b64({**stolen, "sub": str(uuid.uuid4())})
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    for variant in (f"{header}.{other}.{signature}", f"{header}.{payload}.{flipped}"):
+        await assert_refused(client, variant)
+
+
+def test_verified_tokens_are_bounded_first_in_first_out(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("service.core.security.VERIFIED_TOKENS_KEPT", 3)
+    codec = TokenCodec(settings)
+    issued = [codec.create_access_token(uuid.uuid4()) for _ in range(5)]
+    for token in issued:
+        assert codec.decode(token)["sub"]
+    assert [token for token, _ in codec._verified] == issued[2:]
+    claims = codec.decode(issued[0])  # verified again, not from memory
+    claims["sub"] = "changed by a caller"
+    assert codec.decode(issued[0])["sub"] != "changed by a caller"
