@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from service import __version__
 from service.api.ops import router as ops_router
-from service.api.v1 import api_router, openapi_components
+from service.api.v1 import API_RESPONSES, API_ROUTERS, openapi_components
 from service.auth.routes import NO_STORE_ROUTES
 from service.core import metrics
 from service.core.config import Settings, load_settings
@@ -116,7 +116,8 @@ def create_app(
     install_error_handlers(app)
     install_db_error_handlers(app)
     install_rate_limit_handler(app)
-    app.include_router(api_router, prefix=API_PREFIX)
+    for router in API_ROUTERS:
+        app.include_router(router, prefix=API_PREFIX, responses=API_RESPONSES)
     app.include_router(ops_router)
     app.state.route_templates = route_templates(app.routes)
     _document_problems(app)

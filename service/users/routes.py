@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Query
+from fastapi import APIRouter, BackgroundTasks, Query, Response
 
 from service.api.deps import (
     CurrentUser,
@@ -16,6 +16,7 @@ from service.api.deps import (
     SuperUser,
 )
 from service.auth.emails import new_account_email
+from service.core.responses import model_response
 from service.core.routing import StrictJSONRoute
 from service.core.schemas import Message
 from service.users import service
@@ -60,8 +61,8 @@ async def create_user(
 
 
 @router.get("/me", response_model=UserPublic)
-async def read_user_me(user: CurrentUser) -> UserPublic:
-    return UserPublic.model_validate(user)
+async def read_user_me(user: CurrentUser) -> Response:
+    return model_response(UserPublic.model_validate(user))
 
 
 @router.delete("/me", response_model=Message)
