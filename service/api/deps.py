@@ -16,7 +16,7 @@ from service.core.errors import Forbidden, Unauthorized
 from service.core.mailer import Mailer
 from service.core.security import InvalidToken, PasswordHashing, TokenCodec
 from service.users import repository
-from service.users.models import User
+from service.users.models import UserRecord
 
 # Dependencies are `async def` even when they only read app.state: a plain `def` would be run in
 # the threadpool, a thread hop per dependency per request (measured: 30% of GET /users/me CPU).
@@ -90,7 +90,7 @@ async def _current_user(
     request: Request,
     session: SessionDep,
     token: Annotated[str | None, Depends(_bearer)],
-) -> User:
+) -> UserRecord:
     if not token:
         raise NotAuthenticated
     # app.state read directly rather than through TokensDep: one dependency less to solve on
@@ -101,7 +101,7 @@ async def _current_user(
         user_id = uuid.UUID(claims["sub"])
     except (InvalidToken, ValueError):
         raise InvalidCredentials from None
-    user = await repository.get_user(session, user_id)
+    user = await repository.get_user_record(session, user_id)
     if user is None:  # deleted since the token was issued: the token is as good as revoked
         raise InvalidCredentials
     if not user.is_active:
@@ -110,13 +110,13 @@ async def _current_user(
     return user
 
 
-CurrentUser = Annotated[User, Depends(_current_user)]
+CurrentUser = Annotated[UserRecord, Depends(_current_user)]
 
 
-async def _current_superuser(user: CurrentUser) -> User:
+async def _current_superuser(user: CurrentUser) -> UserRecord:
     if not user.is_superuser:
         raise SuperuserRequired
     return user
 
 
-SuperUser = Annotated[User, Depends(_current_superuser)]
+SuperUser = Annotated[UserRecord, Depends(_current_superuser)]

@@ -29,7 +29,7 @@ from service.core.rate_limits import Quota, RateLimited
 from service.core.security import PasswordHashing, TokenCodec
 from service.core.tables import utcnow
 from service.users import repository as users
-from service.users.models import User
+from service.users.models import User, UserRecord
 
 MAX_PASSWORD_LENGTH = 128
 MAX_EMAIL_LENGTH = 255
@@ -276,7 +276,7 @@ async def refresh(
     return _pair(tokens, user.id, refresh_token)
 
 
-async def logout(session: AsyncSession, user: User) -> int:
+async def logout(session: AsyncSession, user: User | UserRecord) -> int:
     """Sign the user out everywhere: every refresh token of the user is revoked."""
     return await repository.revoke_user_refresh_tokens(session, user.id, utcnow())
 

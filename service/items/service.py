@@ -28,7 +28,7 @@ from service.idempotency import service as idempotency
 from service.items import repository
 from service.items.models import ItemRow
 from service.items.schemas import ItemCreate, ItemUpdate
-from service.users.models import User
+from service.users.models import UserRecord
 
 # What an Idempotency-Key on item creation is bound to, besides the body.
 CREATE_OPERATION = "POST /api/v1/items/"
@@ -158,7 +158,7 @@ class ItemPage:
 
 async def list_items(
     session: AsyncSession,
-    viewer: User,
+    viewer: UserRecord,
     *,
     skip: int,
     limit: int,
@@ -182,7 +182,7 @@ async def list_items(
     return ItemPage(data=rows, count=count, next_cursor=next_cursor)
 
 
-async def create_item(session: AsyncSession, owner: User, data: ItemCreate) -> ItemRow:
+async def create_item(session: AsyncSession, owner: UserRecord, data: ItemCreate) -> ItemRow:
     """Id and created_at are made here, so the INSERT needs no RETURNING and the answer is
     exactly what was stored (PostgreSQL keeps microseconds, as datetime does)."""
     item = ItemRow(
@@ -197,7 +197,7 @@ async def create_item(session: AsyncSession, owner: User, data: ItemCreate) -> I
 
 
 async def create_item_once(
-    session: AsyncSession, owner: User, data: ItemCreate, *, key: str, ttl_s: int
+    session: AsyncSession, owner: UserRecord, data: ItemCreate, *, key: str, ttl_s: int
 ) -> idempotency.Answer:
     """Create the item unless `owner` already sent `key`; the answer is then the first one."""
 
@@ -215,7 +215,7 @@ async def create_item_once(
     )
 
 
-def _check_access(actor: User, item: ItemRow | None) -> ItemRow:
+def _check_access(actor: UserRecord, item: ItemRow | None) -> ItemRow:
     if item is None:
         raise ItemNotFound
     if item["owner_id"] != actor.id and not actor.is_superuser:
@@ -223,12 +223,12 @@ def _check_access(actor: User, item: ItemRow | None) -> ItemRow:
     return item
 
 
-async def get_item_for(session: AsyncSession, actor: User, item_id: uuid.UUID) -> ItemRow:
+async def get_item_for(session: AsyncSession, actor: UserRecord, item_id: uuid.UUID) -> ItemRow:
     return _check_access(actor, await repository.get_item(session, item_id))
 
 
 async def _get_item_to_change(
-    session: AsyncSession, actor: User, item_id: uuid.UUID, if_match: IfMatch | None
+    session: AsyncSession, actor: UserRecord, item_id: uuid.UUID, if_match: IfMatch | None
 ) -> ItemRow:
     """The item, row-locked until the transaction ends, so the If-Match check holds for the write.
 
@@ -242,7 +242,7 @@ async def _get_item_to_change(
 
 async def update_item(
     session: AsyncSession,
-    actor: User,
+    actor: UserRecord,
     item_id: uuid.UUID,
     data: ItemUpdate,
     *,
@@ -261,7 +261,7 @@ async def update_item(
 
 
 async def delete_item(
-    session: AsyncSession, actor: User, item_id: uuid.UUID, *, if_match: IfMatch | None = None
+    session: AsyncSession, actor: UserRecord, item_id: uuid.UUID, *, if_match: IfMatch | None = None
 ) -> None:
     await _get_item_to_change(session, actor, item_id, if_match)
     await repository.delete_item(session, item_id)

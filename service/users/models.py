@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Column, DateTime, Index, func, text
@@ -28,3 +29,17 @@ class User(SQLModel, table=True):
         default_factory=utcnow,
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A users row as read to authorize a request: what the API may show, no password hash,
+    not tracked by the ORM (building a tracked User cost more than the query itself). Endpoints
+    that change the user load a User for that."""
+
+    id: uuid.UUID
+    email: str
+    full_name: str | None
+    is_active: bool
+    is_superuser: bool
+    created_at: datetime

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from service.users.models import User
+from service.users.models import User, UserRecord
 
 EMAIL_UNIQUE_INDEX = "uq_users_email_lower"
 
@@ -25,8 +25,31 @@ def is_email_conflict(error: IntegrityError) -> bool:
     return EMAIL_UNIQUE_INDEX in str(error.orig)
 
 
+# Every authenticated request runs this: plain SQL skips statement compilation and the ORM.
+_USER_RECORD_SQL = (
+    "SELECT email, full_name, is_active, is_superuser, created_at FROM users WHERE id = $1"
+)
+
+
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
     return await session.get(User, user_id)
+
+
+async def get_user_record(session: AsyncSession, user_id: uuid.UUID) -> UserRecord | None:
+    connection = await session.connection()
+    row: Sequence[Any] | None = (
+        await connection.exec_driver_sql(_USER_RECORD_SQL, (user_id,))
+    ).first()
+    if row is None:
+        return None
+    return UserRecord(
+        id=user_id,
+        email=row[0],
+        full_name=row[1],
+        is_active=row[2],
+        is_superuser=row[3],
+        created_at=row[4],
+    )
 
 
 async def get_user_by_email(session: AsyncSession, email: str) -> User | None:

@@ -11,7 +11,7 @@ from service.auth.service import revoke_credentials
 from service.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from service.core.security import PasswordHashing
 from service.users import repository
-from service.users.models import User
+from service.users.models import User, UserRecord
 from service.users.schemas import (
     UpdatePassword,
     UserCreate,
@@ -70,7 +70,9 @@ async def list_users(session: AsyncSession, *, skip: int, limit: int) -> tuple[S
     return await repository.list_users(session, skip=skip, limit=limit)
 
 
-async def get_visible_user(session: AsyncSession, viewer: User, user_id: uuid.UUID) -> User:
+async def get_visible_user(
+    session: AsyncSession, viewer: UserRecord, user_id: uuid.UUID
+) -> User | UserRecord:
     """A user sees itself; only a superuser sees others (and learns whether they exist)."""
     if user_id == viewer.id:
         return viewer
@@ -96,13 +98,23 @@ def _changes(data: UserUpdate | UserUpdateMe) -> dict[str, object]:
     return {k: v for k, v in sent.items() if v is not None or k == "full_name"}
 
 
-async def update_me(session: AsyncSession, user: User, data: UserUpdateMe) -> User:
-    return await _save(session, user, _changes(data))
+async def _own_account(session: AsyncSession, me: UserRecord) -> User:
+    """The caller's row as a tracked User, to change it (the request authenticated with a
+    read-only UserRecord). Gone since then: 404, as for any user that does not exist."""
+    user = await repository.get_user(session, me.id)
+    if user is None:
+        raise UserNotFound
+    return user
+
+
+async def update_me(session: AsyncSession, me: UserRecord, data: UserUpdateMe) -> User:
+    return await _save(session, await _own_account(session, me), _changes(data))
 
 
 async def change_my_password(
-    session: AsyncSession, passwords: PasswordHashing, user: User, data: UpdatePassword
+    session: AsyncSession, passwords: PasswordHashing, me: UserRecord, data: UpdatePassword
 ) -> None:
+    user = await _own_account(session, me)
     check = await passwords.verify(user.hashed_password, data.current_password)
     if not check.valid:
         raise IncorrectPassword
@@ -127,13 +139,13 @@ async def update_user(
     return saved
 
 
-async def delete_me(session: AsyncSession, user: User) -> None:
+async def delete_me(session: AsyncSession, user: UserRecord) -> None:
     if user.is_superuser:
         raise SuperuserSelfDelete
     await repository.delete_user(session, user.id)
 
 
-async def delete_user(session: AsyncSession, actor: User, user_id: uuid.UUID) -> None:
+async def delete_user(session: AsyncSession, actor: UserRecord, user_id: uuid.UUID) -> None:
     if user_id == actor.id:
         raise SuperuserSelfDelete
     if await repository.get_user(session, user_id) is None:

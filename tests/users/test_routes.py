@@ -5,12 +5,15 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.items.models import Item
+from service.users import repository, service
 from service.users.models import User
+from service.users.schemas import UserUpdateMe
 from tests.conftest import USER_PASSWORD, UserFactory, bearer, problem
 
 USER_PUBLIC_FIELDS = {"id", "email", "is_active", "is_superuser", "full_name", "created_at"}
@@ -402,3 +405,36 @@ async def test_superuser_deletes_user_and_their_items(
     items = await session.exec(select(func.count()).select_from(Item))
     assert items.one() == 0
     problem(await client.delete(f"/api/v1/users/{user.id}", headers=superuser_headers), 404)
+
+
+async def test_me_reads_the_stored_row_on_every_request(
+    client: httpx.AsyncClient, session: AsyncSession, user: User, user_headers: dict[str, str]
+) -> None:
+    """The caller is read from the database each time, never kept: a change made elsewhere
+    (an admin, SQL) shows at once, and a deactivated account is refused at once."""
+    stored = await stored_user(session, user.id)
+    assert stored is not None
+    stored.full_name, stored.is_superuser = "Changed Elsewhere", True
+    session.add(stored)
+    await session.commit()
+    body = (await client.get("/api/v1/users/me", headers=user_headers)).json()
+    assert (body["full_name"], body["is_superuser"]) == ("Changed Elsewhere", True)
+    assert body["created_at"] == stored.created_at.isoformat().replace("+00:00", "Z")
+
+    stored.is_active = False
+    session.add(stored)
+    await session.commit()
+    response = await client.get("/api/v1/users/me", headers=user_headers)
+    assert problem(response, 403)["detail"] == "Inactive user"
+
+
+async def test_changing_an_account_deleted_since_authentication_is_404(
+    session: AsyncSession, user: User
+) -> None:
+    record = await repository.get_user_record(session, user.id)
+    assert record is not None
+    assert record.email == user.email
+    await repository.delete_user(session, user.id)
+    with pytest.raises(service.UserNotFound):
+        await service.update_me(session, record, UserUpdateMe(full_name="Ghost"))
+    assert await stored_user(session, user.id) is None
