@@ -7,11 +7,13 @@ track and validate again on the hot paths.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -46,69 +48,82 @@ async def get_item_for_update(session: AsyncSession, item_id: uuid.UUID) -> Item
     return None if row is None else _row(row)
 
 
+@dataclass(frozen=True, slots=True)
+class ListedPage:
+    """A page as the list answer shows it: ids already text (JSON-ready without a per-value
+    conversion), and the scope's total count from the same round trip."""
+
+    rows: list[dict[str, Any]]
+    total: int
+
+
+# The scope's count rides along as an InitPlan (evaluated once): page and count in one round trip.
+_TOTAL = "SELECT coalesce(sum(n), 0)::bigint FROM item_counters WHERE scope = $1"
+_LISTING_HEAD = (
+    "SELECT (SELECT coalesce(sum(n), 0)::bigint FROM item_counters WHERE scope = $1),"
+    " id::text, title, description, owner_id::text, created_at FROM items"
+)
+
+
 @cache
-def _page_statement(*, by_owner: bool, after: bool, skip: bool) -> Select[Any]:
-    """Built once per shape: constructing a select costs more CPU than PostgreSQL's answer."""
-    page = select(*_COLUMNS)
-    if by_owner:
-        page = page.where(items.c.owner_id == bindparam("owner_id"))
-    if after:
-        page = page.where(
-            tuple_(items.c.created_at, items.c.id)
-            < tuple_(
-                bindparam("after_created_at", type_=items.c.created_at.type),
-                bindparam("after_id", type_=items.c.id.type),
-            )
-        )
-    page = page.order_by(*_NEWEST_FIRST).limit(bindparam("limit"))
-    return page.offset(bindparam("skip")) if skip else page
+def _listing_sql(*, by_owner: bool, after: bool, skip: bool) -> str:
+    """The page and the count in one statement, one round trip. Plain SQL for the driver: this
+    runs on every GET /items/, and compiling a Core statement cost more than the query.
 
-
-def page_query(
-    *,
-    owner_id: uuid.UUID | None,
-    after: tuple[datetime, uuid.UUID] | None,
-    skip: int,
-    limit: int,
-) -> tuple[Select[Any], dict[str, Any]]:
-    """Up to `limit` items newest first, older than `after` (a keyset position) if given.
-
-    owner_id=None lists everyone's items (superuser view). The row comparison
-    (created_at, id) < (:c, :i) is a range of ix_items_owner_id_created_at_id (or
-    ix_items_created_at_id): a page costs the same at any depth, without a sort.
+    The page is one range of ix_items_owner_id_created_at_id (ix_items_created_at_id for a
+    superuser): the row comparison (created_at, id) < ($c, $i) costs the same at any depth,
+    without a sort. An empty page carries no count: list_page then asks for it alone.
+    $1 counter scope, $2 limit, then the owner, the keyset position and the offset when used.
     """
-    statement = _page_statement(
-        by_owner=owner_id is not None, after=after is not None, skip=skip > 0
-    )
-    params: dict[str, Any] = {"owner_id": owner_id, "limit": limit, "skip": skip}
-    if after is not None:
-        params["after_created_at"], params["after_id"] = after
-    return statement, params
+    params = iter(range(3, 9))
+    where: list[str] = []
+    if by_owner:
+        where.append(f"owner_id = ${next(params)}")
+    if after:
+        where.append(f"(created_at, id) < (${next(params)}, ${next(params)})")
+    offset = f" OFFSET ${next(params)}" if skip else ""
+    filters = f" WHERE {' AND '.join(where)}" if where else ""
+    # Fixed fragments and $n placeholders only: every value is bound by the driver.
+    # Qualified: a bare "id" would be the text output column, and sort as text without the index.
+    order = " ORDER BY items.created_at DESC, items.id DESC LIMIT $2"
+    return f"{_LISTING_HEAD}{filters}{order}{offset}"
 
 
-async def list_items(
+async def list_page(
     session: AsyncSession,
     *,
     owner_id: uuid.UUID | None,
     after: tuple[datetime, uuid.UUID] | None,
     skip: int,
     limit: int,
-) -> list[ItemRow]:
-    query, params = page_query(owner_id=owner_id, after=after, skip=skip, limit=limit)
-    rows = (await (await _connection(session)).execute(query, params)).all()
-    return [_row(row) for row in rows]
-
-
-_COUNT = select(func.coalesce(func.sum(item_counters.c.n), 0)).where(
-    item_counters.c.scope == bindparam("scope")
-)
-
-
-async def count_items(session: AsyncSession, *, owner_id: uuid.UUID | None) -> int:
-    """O(1): the sum of the scope's counter shards (kept by triggers), not count(*) on items."""
+) -> ListedPage:
+    """Up to `limit` items newest first (after the keyset position `after`, or from offset
+    `skip`) and the count of every item in scope, O(1) from the counters."""
+    sql = _listing_sql(by_owner=owner_id is not None, after=after is not None, skip=skip > 0)
     scope = ALL_ITEMS_SCOPE if owner_id is None else owner_id
-    total = (await (await _connection(session)).execute(_COUNT, {"scope": scope})).scalar_one()
-    return int(total)
+    params: list[Any] = [scope, limit]
+    if owner_id is not None:
+        params.append(owner_id)
+    if after is not None:
+        params.extend(after)
+    if skip:
+        params.append(skip)
+    result = await (await _connection(session)).exec_driver_sql(sql, tuple(params))
+    fetched: Sequence[Sequence[Any]] = result.all()
+    if not fetched:  # past the end (or nothing yet): the count alone
+        total = await (await _connection(session)).exec_driver_sql(_TOTAL, (scope,))
+        return ListedPage(rows=[], total=int(total.scalar_one()))
+    rows = [
+        {
+            "id": row[1],
+            "title": row[2],
+            "description": row[3],
+            "owner_id": row[4],
+            "created_at": row[5],
+        }
+        for row in fetched
+    ]
+    return ListedPage(rows=rows, total=int(fetched[0][0]))
 
 
 async def add_item(session: AsyncSession, item: ItemRow) -> None:

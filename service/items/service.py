@@ -123,12 +123,11 @@ def _cursor_tag(key: bytes, payload: bytes) -> bytes:
     return hmac.digest(key, payload, "sha256")[:_CURSOR_TAG_BYTES]
 
 
-def encode_cursor(item: ItemRow, key: bytes) -> str:
-    micros = (item["created_at"] - _EPOCH) // timedelta(microseconds=1)
+def encode_cursor(created_at: datetime, item_id: uuid.UUID, key: bytes) -> str:
+    """The cursor for the position right after the item (created_at, item_id)."""
+    micros = (created_at - _EPOCH) // timedelta(microseconds=1)
     payload = (
-        _CURSOR_VERSION.to_bytes(1, "big")
-        + micros.to_bytes(8, "big", signed=True)
-        + item["id"].bytes
+        _CURSOR_VERSION.to_bytes(1, "big") + micros.to_bytes(8, "big", signed=True) + item_id.bytes
     )
     return base64.urlsafe_b64encode(payload + _cursor_tag(key, payload)).decode()
 
@@ -151,7 +150,7 @@ def decode_cursor(cursor: str, key: bytes) -> tuple[datetime, uuid.UUID]:
 
 @dataclass(frozen=True, slots=True)
 class ItemPage:
-    data: list[ItemRow]
+    data: list[dict[str, Any]]
     count: int
     next_cursor: str | None
 
@@ -171,15 +170,15 @@ async def list_items(
         raise CursorWithSkip
     after = None if cursor is None else decode_cursor(cursor, key)
     owner_id = None if viewer.is_superuser else viewer.id
-    rows = await repository.list_items(
+    page = await repository.list_page(
         session, owner_id=owner_id, after=after, skip=skip, limit=limit + 1
     )
-    next_cursor = None
+    rows, next_cursor = page.rows, None
     if len(rows) > limit:
         del rows[limit:]
-        next_cursor = encode_cursor(rows[-1], key)
-    count = await repository.count_items(session, owner_id=owner_id)
-    return ItemPage(data=rows, count=count, next_cursor=next_cursor)
+        last = rows[-1]
+        next_cursor = encode_cursor(last["created_at"], uuid.UUID(last["id"]), key)
+    return ItemPage(data=rows, count=page.total, next_cursor=next_cursor)
 
 
 async def create_item(session: AsyncSession, owner: UserRecord, data: ItemCreate) -> ItemRow:
