@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.responses import Response
 
 from service.core.config import Settings
+from service.core.pool import HandOffQueuePool
 
 # A connection back in the pool for less than this is lent without a ping. Under load connections
 # come back within milliseconds, and a ping is three round trips (BEGIN; SELECT; ROLLBACK) on
@@ -41,6 +42,7 @@ def build_engine(settings: Settings) -> AsyncEngine:
         pool_recycle=settings.db_pool_recycle_s,
         # Pinging is done by _ping_idle_connections, only where it can find something.
         pool_pre_ping=False,
+        poolclass=HandOffQueuePool,  # waiting requests are served in arrival order
         # Errors must not carry statement parameters into logs: they can hold password hashes.
         hide_parameters=True,
         connect_args={

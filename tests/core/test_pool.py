@@ -1,0 +1,93 @@
+"""The pool serves waiting requests in arrival order: a connection coming back goes to the oldest
+waiter, never to a request that arrived after it, and no connection is lost on a timeout or a
+cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util.queue import Empty
+
+from service.core.db import Database
+from service.core.pool import HandOffQueue
+from tests.conftest import make_settings
+
+
+def _entry(name: str) -> ConnectionPoolEntry:
+    return cast(ConnectionPoolEntry, name)  # the queue never looks inside its entries
+
+
+async def _waiting_get(queue: HandOffQueue, wait_s: float = 5.0) -> asyncio.Task[Any]:
+    task = asyncio.create_task(greenlet_spawn(queue.get, True, wait_s))
+    await asyncio.sleep(0)  # let it register as a waiter
+    return task
+
+
+async def test_a_returned_connection_goes_to_the_oldest_waiter_not_to_a_newcomer() -> None:
+    queue = HandOffQueue(maxsize=2)
+    first, second = await _waiting_get(queue), await _waiting_get(queue)
+    queue.put_nowait(_entry("a"))
+    with pytest.raises(Empty):  # a request arriving now finds nothing idle: it must wait too
+        queue.get_nowait()
+    queue.put_nowait(_entry("b"))
+    assert (await first, await second) == ("a", "b")
+    queue.put_nowait(_entry("c"))  # nobody waits: it stays idle for the next request
+    assert queue.qsize() == 1
+    assert queue.get_nowait() == "c"
+
+
+async def test_a_waiter_that_times_out_gets_empty_and_is_skipped() -> None:
+    queue = HandOffQueue(maxsize=1)
+    with pytest.raises(Empty):
+        await greenlet_spawn(queue.get, True, 0.01)
+    late = await _waiting_get(queue)
+    queue.put_nowait(_entry("a"))
+    assert await late == "a"
+
+
+async def test_a_connection_handed_to_a_cancelled_waiter_is_passed_on() -> None:
+    queue = HandOffQueue(maxsize=1)
+    doomed, next_in_line = await _waiting_get(queue), await _waiting_get(queue)
+    queue.put_nowait(_entry("a"))  # handed to `doomed`...
+    doomed.cancel()  # ...which is cancelled (a client hung up) before it could run
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    assert await next_in_line == "a"
+
+
+async def test_the_engine_pool_serves_in_arrival_order_and_still_times_out(
+    database_url: str,
+) -> None:
+    settings = make_settings(database_url, db_pool_size=1, db_max_overflow=0, db_pool_timeout_s=0.5)
+    database = Database.from_settings(settings)
+    served: list[str] = []
+
+    async def use(name: str) -> None:
+        async with database.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+            served.append(name)
+
+    try:
+        holder = await database.engine.connect()
+        await holder.execute(text("SELECT 1"))
+        waiters = [asyncio.create_task(use(name)) for name in ("w1", "w2")]
+        await asyncio.sleep(0.05)  # both are waiting for the one connection
+        await holder.close()
+        await use("newcomer")  # asks in the same instant, before the woken w1 could run
+        await asyncio.gather(*waiters)
+        assert served == ["w1", "w2", "newcomer"]
+
+        holder = await database.engine.connect()
+        await holder.execute(text("SELECT 1"))
+        with pytest.raises(PoolTimeout):
+            await use("too late")
+        await holder.close()
+        assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        await database.dispose()
