@@ -104,7 +104,10 @@ class Database:
         )
 
     def sessions_for(self, method: str) -> async_sessionmaker[AsyncSession]:
-        if method in READ_ONLY_METHODS and self.read_sessionmaker is not None:
+        return self.sessions(autocommit=method in READ_ONLY_METHODS)
+
+    def sessions(self, *, autocommit: bool) -> async_sessionmaker[AsyncSession]:
+        if autocommit and self.read_sessionmaker is not None:
             return self.read_sessionmaker
         return self.sessionmaker
 
@@ -125,11 +128,12 @@ class RequestSession:
     cost ~110 us per request, more than the whole rest of dependency solving.
     """
 
-    __slots__ = ("_factory", "_read_only", "session")
+    __slots__ = ("_autocommit", "_factory", "session")
 
-    def __init__(self, database: Database, method: str) -> None:
-        self._factory = database.sessions_for(method)
-        self._read_only = method in READ_ONLY_METHODS
+    def __init__(self, database: Database, *, autocommit: bool) -> None:
+        self._factory = database.sessions(autocommit=autocommit)
+        # Without an autocommit factory (tests' savepoint sessions) the session is transactional.
+        self._autocommit = autocommit and database.read_sessionmaker is not None
         self.session: AsyncSession | None = None
 
     def get(self) -> AsyncSession:
@@ -138,14 +142,14 @@ class RequestSession:
         return self.session
 
     async def finish(self) -> None:
-        """Commit what the endpoint wrote (a read in autocommit has nothing to commit), then
+        """Commit what the endpoint wrote (in autocommit each statement committed itself), then
         give the connection back. A failing commit raises: the client gets its error, never a
         2xx for a write that was not stored."""
         session = self.session
         if session is None:
             return
         try:
-            if not self._read_only and session.in_transaction():
+            if not self._autocommit and session.in_transaction():
                 await session.commit()
         finally:
             await session.close()
@@ -163,11 +167,15 @@ class SessionRoute(APIRoute):
     BEGIN/COMMIT round trips for reads (a read spanning two statements sees two snapshots).
     """
 
+    def autocommit(self, request: Request) -> bool:
+        """Whether this request's statements may each commit on their own."""
+        return request.method in READ_ONLY_METHODS
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def with_session(request: Request) -> Response:
-            holder = RequestSession(request.app.state.db, request.method)
+            holder = RequestSession(request.app.state.db, autocommit=self.autocommit(request))
             request.state.db_session = holder
             try:
                 response = await handler(request)

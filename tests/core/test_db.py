@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -111,11 +111,16 @@ async def test_pre_ping_off_never_pings(database_url: str, monkeypatch: pytest.M
         await database.dispose()
 
 
+class _AutocommitWhenAsked(SessionRoute):
+    def autocommit(self, request: Request) -> bool:
+        return "x-autocommit" in request.headers
+
+
 def _session_app(database: Database) -> FastAPI:
     """Endpoints on a SessionRoute over a one-connection pool (so a TEMP table stays visible)."""
     app = FastAPI()
     app.state.db = database
-    router = APIRouter(route_class=SessionRoute)
+    router = APIRouter(route_class=_AutocommitWhenAsked)
     plain = APIRouter()
 
     @router.post("/setup")
@@ -165,5 +170,14 @@ async def test_session_route_commits_before_answering_and_rolls_back_on_error(
             assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
             with pytest.raises(RuntimeError, match="SessionRoute"):
                 await client.get("/misconfigured")
+
+            # A route that asks for autocommit: each statement commits itself, so a write made
+            # before an error stays (what a one-statement write like POST /items/ relies on).
+            autocommit = {"x-autocommit": "1"}
+            assert (await client.post("/insert/4", headers=autocommit)).json() == 4
+            failed = await client.post("/insert/5", params={"fail": True}, headers=autocommit)
+            assert failed.status_code == 409
+            assert (await client.get("/rows")).json() == [1, 4, 5]
+            assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     finally:
         await database.dispose()
