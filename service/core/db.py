@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
-from sqlalchemy import event
-from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.responses import Response
 
 from service.core.config import Settings
-from service.core.pool import HandOffQueuePool
+from service.core.pool import HandOffQueuePool, pinging_pool
 
 # A connection back in the pool for less than this is lent without a ping. Under load connections
 # come back within milliseconds, and a ping is three round trips (BEGIN; SELECT; ROLLBACK) on
@@ -25,7 +21,6 @@ from service.core.pool import HandOffQueuePool
 # while "fresh" (the server restarted this very second) fails one request with a retryable 503, and
 # that disconnect invalidates the whole pool, so the next requests reconnect.
 PING_IF_IDLE_FOR_S = 1.0
-_RETURNED_AT = "keelson_returned_at"
 
 # Methods whose requests only read: their session runs in autocommit, so a one-statement read is
 # one round trip instead of BEGIN + statement + COMMIT.
@@ -34,15 +29,16 @@ READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
 
 def build_engine(settings: Settings) -> AsyncEngine:
     """Pool and timeouts come from Settings so operators size them against the DB's budget."""
-    engine = create_async_engine(
+    pool_class = pinging_pool(PING_IF_IDLE_FOR_S) if settings.db_pool_pre_ping else HandOffQueuePool
+    return create_async_engine(
         settings.sqlalchemy_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_s,
         pool_recycle=settings.db_pool_recycle_s,
-        # Pinging is done by _ping_idle_connections, only where it can find something.
-        pool_pre_ping=False,
-        poolclass=HandOffQueuePool,  # waiting requests are served in arrival order
+        pool_pre_ping=False,  # see poolclass
+        # Waiting requests are served in arrival order; idle connections are pinged before use.
+        poolclass=pool_class,
         # Errors must not carry statement parameters into logs: they can hold password hashes.
         hide_parameters=True,
         connect_args={
@@ -56,31 +52,6 @@ def build_engine(settings: Settings) -> AsyncEngine:
             },
         },
     )
-    if settings.db_pool_pre_ping:
-        _ping_idle_connections(engine)
-    return engine
-
-
-def _ping_idle_connections(engine: AsyncEngine) -> None:
-    """Test a pooled connection before lending it, when it has been idle long enough to have
-    been dropped (a database restart or failover, an idle timeout in a proxy or firewall)."""
-    pool = engine.sync_engine.pool
-    dialect = engine.sync_engine.dialect
-
-    @event.listens_for(pool, "checkin")
-    def _returned(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        record.info[_RETURNED_AT] = time.monotonic()
-
-    @event.listens_for(pool, "checkout")
-    def _check(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
-        returned_at = record.info.get(_RETURNED_AT)
-        if returned_at is None or time.monotonic() - returned_at < PING_IF_IDLE_FOR_S:
-            return  # brand new, or back in the pool a moment ago
-        try:
-            dialect.do_ping(dbapi_connection)
-        except Exception as error:
-            # The pool discards this connection and tries another (a new one if need be).
-            raise DisconnectionError("pooled connection failed its ping") from error
 
 
 @dataclass(slots=True)
