@@ -74,9 +74,6 @@ class Database:
             ),
         )
 
-    def sessions_for(self, method: str) -> async_sessionmaker[AsyncSession]:
-        return self.sessions(autocommit=method in READ_ONLY_METHODS)
-
     def sessions(self, *, autocommit: bool) -> async_sessionmaker[AsyncSession]:
         if autocommit and self.read_sessionmaker is not None:
             return self.read_sessionmaker

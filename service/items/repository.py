@@ -23,7 +23,6 @@ items: Table = Item.metadata.tables["items"]
 item_counters: Table = ItemCounter.metadata.tables["item_counters"]
 _COLUMNS = (items.c.id, items.c.title, items.c.description, items.c.owner_id, items.c.created_at)
 _KEYS = tuple(column.key for column in _COLUMNS)
-_NEWEST_FIRST = (items.c.created_at.desc(), items.c.id.desc())
 
 
 async def _connection(session: AsyncSession) -> AsyncConnection:

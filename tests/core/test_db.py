@@ -43,16 +43,20 @@ async def _pooled_backend_pid(database: Database) -> int:
     return pid
 
 
+def _request(method: str) -> Request:
+    return Request({"type": "http", "method": method, "headers": [], "path": "/"})
+
+
 async def test_get_and_head_sessions_send_no_begin_while_writes_get_a_transaction(
     database_url: str,
 ) -> None:
+    route = SessionRoute("/", lambda: None)
     database = Database.from_settings(make_settings(database_url))
     try:
-        for method in ("GET", "HEAD"):
-            async with database.sessions_for(method)() as session:
-                assert await _statements_share_a_transaction(session) is False
-        async with database.sessions_for("POST")() as session:
-            assert await _statements_share_a_transaction(session) is True
+        for method, autocommit in (("GET", True), ("HEAD", True), ("POST", False)):
+            assert route.autocommit(_request(method)) is autocommit
+            async with database.sessions(autocommit=autocommit)() as session:
+                assert await _statements_share_a_transaction(session) is not autocommit
     finally:
         await database.dispose()
 
@@ -62,9 +66,9 @@ async def test_autocommit_reads_leave_the_pooled_connection_in_its_default_mode(
 ) -> None:
     database = Database.from_settings(make_settings(database_url, db_pool_size=1))
     try:
-        async with database.sessions_for("GET")() as session:
+        async with database.sessions(autocommit=True)() as session:
             assert await _statements_share_a_transaction(session) is False
-        async with database.sessions_for("PUT")() as session:  # the same, single connection
+        async with database.sessions(autocommit=False)() as session:  # the same connection
             assert await _statements_share_a_transaction(session) is True
     finally:
         await database.dispose()
