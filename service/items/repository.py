@@ -57,6 +57,8 @@ class ListedPage:
 
 
 # The scope's count rides along as an InitPlan (evaluated once): page and count in one round trip.
+# _LISTING_HEAD spells out the _TOTAL subquery rather than formatting it in, so the statement stays
+# one literal; tests/items/test_cursor.py checks that the two agree.
 _TOTAL = "SELECT coalesce(sum(n), 0)::bigint FROM item_counters WHERE scope = $1"
 _LISTING_HEAD = (
     "SELECT (SELECT coalesce(sum(n), 0)::bigint FROM item_counters WHERE scope = $1),"

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 
 from service.api.deps import CurrentUser, SessionDep, SettingsDep
+from service.core.responses import model_response
 from service.core.routing import StrictJSONRoute
 from service.core.schemas import Message, problem_responses
 from service.idempotency import service as idempotency
@@ -134,11 +135,8 @@ async def create_item(
     if answer.replayed:
         headers[REPLAYED] = "true"
     # The stored answer's keys come back in jsonb's order: the model puts them in the API's.
-    return Response(
-        ItemPublic.model_validate(answer.body).model_dump_json(),
-        status_code=answer.status,
-        headers=headers,
-        media_type="application/json",
+    return model_response(
+        ItemPublic.model_validate(answer.body), status_code=answer.status, headers=headers
     )
 
 

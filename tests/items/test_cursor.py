@@ -239,3 +239,8 @@ async def test_a_keyset_page_is_an_index_range_without_a_sort(
     index = "ix_items_owner_id_created_at_id" if as_owner else "ix_items_created_at_id"
     assert f"Index Scan Backward using {index}" in plan, plan
     assert "Sort" not in plan, plan
+
+
+def test_the_listing_counts_exactly_as_the_count_alone() -> None:
+    """An empty page asks _TOTAL for the count: it must be the subquery the listing runs."""
+    assert f"({repository._TOTAL})" in repository._LISTING_HEAD
