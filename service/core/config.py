@@ -132,6 +132,16 @@ class Settings(BaseSettings):
     db_pool_pre_ping: bool = True
     db_statement_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
     db_connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    # "pgbouncer": the server sits behind a transaction-mode pooler (no startup parameters, no
+    # prepared statements that outlive a transaction); see docs/kubernetes.md.
+    db_pooler: Literal["none", "pgbouncer"] = "none"
+
+    # -- migrations (`keelson migrate`): the URL of a role that may run DDL, straight to
+    # PostgreSQL (never through a transaction pooler); unset: DATABASE_URL.
+    migration_database_url: str | None = None
+    # How long one migration statement waits for a table lock before it fails (and the hook
+    # Job retries), instead of queueing every later query on that table behind it.
+    migration_lock_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
 
     # -- idempotency: how long an Idempotency-Key (POST /items/) keeps its first answer
     idempotency_key_ttl_s: int = Field(default=86_400, ge=60, le=30 * 86_400)
@@ -184,6 +194,8 @@ class Settings(BaseSettings):
     # -- HTTP server
     server_host: str = "0.0.0.0"  # noqa: S104  # nosec B104 - a container listens on all interfaces
     server_port: int = Field(default=8000, ge=1, le=65_535)
+    # Prometheus metrics are served on their own port, never on the API port the ingress routes.
+    metrics_port: int = Field(default=9090, ge=1, le=65_535)
     forwarded_allow_ips: str = "127.0.0.1"
     shutdown_timeout_s: float = Field(default=20.0, ge=0, le=600)
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024, le=104_857_600)
@@ -205,7 +217,7 @@ class Settings(BaseSettings):
     def _upper_log_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "migration_database_url")
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:
         return None if value is None else normalize_database_url(value)
@@ -221,6 +233,13 @@ class Settings(BaseSettings):
                 " allowed origin must be listed explicitly"
             )
         return origins
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _metrics_port_apart(cls, value: int, info: ValidationInfo) -> int:
+        if value == info.data.get("server_port"):
+            raise ValueError("must differ from SERVER_PORT: metrics never share the API port")
+        return value
 
     @field_validator("trusted_proxy_cidrs", mode="before")
     @classmethod
