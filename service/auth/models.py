@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, String, Uuid, func
+from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, String, Uuid, func, text
 from sqlmodel import Field, SQLModel
 
 from service.core.tables import utcnow
@@ -52,6 +52,11 @@ class RefreshToken(SQLModel, table=True):
     replaced_by: uuid.UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
     revoked_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    # users.credentials_generation when the family was signed into; a successor copies it. A
+    # token whose generation is not the user's current one is refused.
+    credentials_generation: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
     )
 
 

@@ -29,7 +29,7 @@ from service.core.rate_limits import Quota, RateLimited
 from service.core.security import PasswordHashing, TokenCodec
 from service.core.tables import utcnow
 from service.users import repository as users
-from service.users.models import User, UserRecord
+from service.users.models import User, UserRecord, normalize_email
 
 MAX_PASSWORD_LENGTH = 128
 MAX_EMAIL_LENGTH = 255
@@ -66,6 +66,11 @@ class LoginThrottled(RateLimited):
         super().__init__("Too many failed login attempts; try again later", quotas)
 
 
+class PasswordCheckThrottled(RateLimited):
+    def __init__(self, quotas: list[Quota]) -> None:
+        super().__init__("Too many failed password attempts; try again later", quotas)
+
+
 class InvalidResetToken(BadRequest):
     def __init__(self) -> None:
         super().__init__("Invalid token")
@@ -92,12 +97,14 @@ def new_opaque_token() -> str:
     return secrets.token_urlsafe(OPAQUE_TOKEN_BYTES)
 
 
-async def find_user_by_email(session: AsyncSession, email: str) -> User | None:
+async def find_user_by_email(
+    session: AsyncSession, email: str, *, lock: bool = False
+) -> User | None:
     """None for an email no account can have (too long, or a NUL that PostgreSQL would refuse),
     so the auth endpoints answer it exactly like an unknown email."""
     if len(email) > MAX_EMAIL_LENGTH or "\x00" in email:
         return None
-    return await users.get_user_by_email(session, email)
+    return await users.get_user_by_email(session, email, lock=lock)
 
 
 async def authenticate(
@@ -127,8 +134,9 @@ async def authenticate(
 
 
 def account_key(email: str) -> str:
-    """Counters are per normalised email, existing or not, so they reveal no accounts."""
-    return digest(email.strip().lower())
+    """Counters are per normalised email (the same normalisation as the stored address),
+    existing or not, so they reveal no accounts."""
+    return digest(normalize_email(email))
 
 
 def _limits(settings: Settings) -> dict[str, int]:
@@ -177,6 +185,26 @@ async def count_login_attempt(
         raise LoginThrottled(_quotas(counts, settings))
 
 
+async def count_password_check(session: AsyncSession, settings: Settings, email: str) -> None:
+    """A current-password check (PATCH /users/me/password) is a guess like a login: it counts on
+    the account's login counter, committed before argon2 runs, and raises PasswordCheckThrottled,
+    with no argon2 work done, once the account is over its limit. The caller is authenticated,
+    so the client network is not counted: only that account's own budget is spent."""
+    window = timedelta(seconds=settings.login_throttle_window_s)
+    counts = await repository.count_attempt(
+        session, [(ThrottleScope.ACCOUNT, account_key(email))], window
+    )
+    await session.commit()
+    if counts[0].failures > settings.login_max_failures_per_account:
+        log.warning("password_check_throttled", scopes=[ThrottleScope.ACCOUNT.value])
+        raise PasswordCheckThrottled(_quotas(counts, settings))
+
+
+async def forget_account_failures(session: AsyncSession, email: str) -> None:
+    """The owner proved the password (or the mailbox): the account's counter starts afresh."""
+    await repository.reset_counter(session, ThrottleScope.ACCOUNT, account_key(email))
+
+
 async def forget_login_attempt(session: AsyncSession, email: str, client: str) -> None:
     """After a successful login: the account starts afresh, the client's attempt is taken back."""
     await repository.reset_counter(session, ThrottleScope.ACCOUNT, account_key(email))
@@ -197,7 +225,9 @@ async def login(
     user = await authenticate(session, passwords, email, password)
     await forget_login_attempt(session, email, client)
     await repository.purge_expired_refresh_tokens(session, utcnow(), PURGE_BATCH)
-    return await issue_tokens(session, tokens, settings, user.id)
+    # The generation read before argon2: a password change committed meanwhile makes this
+    # session one that started under the old password, and it dies with the others.
+    return await issue_tokens(session, tokens, settings, user)
 
 
 # -- refresh tokens
@@ -208,6 +238,7 @@ async def _add_refresh_token(
     settings: Settings,
     user_id: uuid.UUID,
     family_id: uuid.UUID,
+    generation: int,
     now: datetime,
 ) -> tuple[RefreshToken, str]:
     token = new_opaque_token()
@@ -216,6 +247,7 @@ async def _add_refresh_token(
         RefreshToken(
             user_id=user_id,
             family_id=family_id,
+            credentials_generation=generation,
             token_hash=digest(token),
             created_at=now,
             expires_at=now + timedelta(days=settings.refresh_token_expire_days),
@@ -233,11 +265,14 @@ def _pair(tokens: TokenCodec, user_id: uuid.UUID, refresh_token: str) -> IssuedT
 
 
 async def issue_tokens(
-    session: AsyncSession, tokens: TokenCodec, settings: Settings, user_id: uuid.UUID
+    session: AsyncSession, tokens: TokenCodec, settings: Settings, user: User
 ) -> IssuedTokens:
-    """A new access token and the first refresh token of a new family (a new sign-in)."""
-    _, refresh_token = await _add_refresh_token(session, settings, user_id, uuid.uuid4(), utcnow())
-    return _pair(tokens, user_id, refresh_token)
+    """A new access token and the first refresh token of a new family (a new sign-in), under the
+    user's credentials generation as `user` was read."""
+    _, refresh_token = await _add_refresh_token(
+        session, settings, user.id, uuid.uuid4(), user.credentials_generation, utcnow()
+    )
+    return _pair(tokens, user.id, refresh_token)
 
 
 async def refresh(
@@ -248,6 +283,11 @@ async def refresh(
     Presenting a token that was already rotated means it was copied: the legitimate client and
     someone else both hold the family. Neither can be told apart, so the whole family is revoked
     (committed before the 401, so the revocation survives the error).
+
+    A token of an older credentials generation than the user's is refused. The user row is read
+    without a lock: a revocation committing after this read leaves the successor with the old
+    generation, so it is refused on its first use (a user-row lock in both paths would instead
+    order them, at the cost of a lock on every refresh and a lock order to keep everywhere).
     """
     now = utcnow()
     current = await repository.lock_refresh_token(session, digest(presented))
@@ -269,22 +309,33 @@ async def refresh(
     user = await users.get_user(session, current.user_id)
     if user is None or not user.is_active:
         raise InvalidRefreshToken
+    if current.credentials_generation != user.credentials_generation:
+        raise InvalidRefreshToken
     successor, refresh_token = await _add_refresh_token(
-        session, settings, user.id, current.family_id, now
+        session, settings, user.id, current.family_id, current.credentials_generation, now
     )
     await repository.mark_rotated(session, current, successor.id, now)
     return _pair(tokens, user.id, refresh_token)
 
 
+async def end_sessions(session: AsyncSession, user_id: uuid.UUID, now: datetime) -> int:
+    """No refresh token issued before this (committed) point ever refreshes again: the new
+    generation refuses them all, including a successor a racing refresh inserts after the
+    UPDATE below took its snapshot; the UPDATE marks the rows it sees, for the record."""
+    await users.bump_credentials_generation(session, user_id)
+    return await repository.revoke_user_refresh_tokens(session, user_id, now)
+
+
 async def logout(session: AsyncSession, user: User | UserRecord) -> int:
     """Sign the user out everywhere: every refresh token of the user is revoked."""
-    return await repository.revoke_user_refresh_tokens(session, user.id, utcnow())
+    return await end_sessions(session, user.id, utcnow())
 
 
 async def revoke_credentials(session: AsyncSession, user_id: uuid.UUID) -> None:
-    """After a password change: no refresh token and no reset link issued before it works."""
+    """After a password change, a reset or a deactivation: no refresh token and no reset link
+    issued before it works, in the same transaction as the change itself."""
     now = utcnow()
-    await repository.revoke_user_refresh_tokens(session, user_id, now)
+    await end_sessions(session, user_id, now)
     await repository.spend_user_reset_tokens(session, user_id, now)
 
 
@@ -310,8 +361,11 @@ async def request_password_reset(
     session: AsyncSession, settings: Settings, email: str
 ) -> tuple[User, str] | None:
     """The user and a fresh reset token to mail, or None (unknown, inactive, or enough links
-    already out); the caller answers the same in every case."""
-    user = await find_user_by_email(session, email)
+    already out); the caller answers the same in every case.
+
+    The user row is locked first, so concurrent requests for one user count and insert one at a
+    time and the cap holds (measured before: 30 concurrent requests left 10 live links)."""
+    user = await find_user_by_email(session, email, lock=True)
     if user is None or not user.is_active:
         return None
     now = utcnow()
@@ -355,4 +409,4 @@ async def reset_password(
         raise BadRequest("Inactive user")
     await users.save_user(session, user, {"hashed_password": await passwords.hash(new_password)})
     await revoke_credentials(session, user.id)
-    await repository.reset_counter(session, ThrottleScope.ACCOUNT, account_key(user.email))
+    await forget_account_failures(session, user.email)

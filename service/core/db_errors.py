@@ -1,5 +1,5 @@
 """Database trouble as HTTP: down, too slow or out of connections is a 503/504 a client may retry;
-a value the database cannot store is a 400.
+a value the database cannot store is a 400; a row the request acts for that vanished is a 401.
 
 Never a 500 with a stack trace: the client learns to come back later, the operator reads one
 warning line and the pool-timeout counter.
@@ -26,6 +26,10 @@ RETRY_AFTER_S = "2"
 _UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P")
 _QUERY_CANCELED = "57014"  # statement_timeout fired
 _DATA_EXCEPTION_CLASS = "22"  # a value PostgreSQL cannot hold, e.g. a NUL character in text
+# foreign_key_violation. Every foreign key of the schema references users.id, the account the
+# request acts for (tests/core/test_db_errors.py keeps that true), so a violation means that
+# account was deleted while the request ran: its credentials are no longer good.
+_FOREIGN_KEY_VIOLATION = "23503"
 
 
 def _sqlstate(error: DBAPIError) -> str:
@@ -72,6 +76,14 @@ async def _on_dbapi_error(request: Request, exc: Exception) -> Response:
             HTTPStatus.BAD_REQUEST,
             "The request contains a value that cannot be stored (for example a NUL character)",
             instance=request.url.path,
+        )
+    if sqlstate == _FOREIGN_KEY_VIOLATION:
+        log.info("db_referenced_row_gone", path=request.url.path)
+        return problem_response(
+            HTTPStatus.UNAUTHORIZED,
+            "Could not validate credentials",
+            instance=request.url.path,
+            headers={"WWW-Authenticate": "Bearer"},
         )
     if exc.connection_invalidated or sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES):
         log.warning("db_unavailable", path=request.url.path, sqlstate=sqlstate)

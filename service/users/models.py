@@ -1,21 +1,32 @@
-"""The users table."""
+"""The users table, and the one normalisation of an email into the identity it stands for."""
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Index, func, text
+from sqlalchemy import Column, DateTime, Index, Integer, func, text
 from sqlmodel import Field, SQLModel
 
 from service.core.tables import utcnow
 
 
+def normalize_email(email: str) -> str:
+    """The identity an address stands for, and the form `users.email` stores: NFC, then Unicode
+    casefold, then NFC again (casefolding can undo composition). Done here and nowhere else:
+    PostgreSQL's lower() depends on the database's collation (under C it lowers ASCII only), so
+    it cannot be what decides that `Élodie@` and `élodie@` are one account."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", email.strip()).casefold())
+
+
 class User(SQLModel, table=True):
     __tablename__ = "users"
     __table_args__ = (
-        # Emails are unique regardless of case; lookups use lower(email) and hit this index.
+        # Stored emails are normalize_email() forms, so this index makes identities unique. It
+        # stays on lower(email) rather than email: code of revision 0004 (a rollback) upserts
+        # with ON CONFLICT (lower(email)), and lower() of a normalised address is itself.
         Index("uq_users_email_lower", func.lower(text("email")), unique=True),
     )
 
@@ -28,6 +39,13 @@ class User(SQLModel, table=True):
     created_at: datetime = Field(
         default_factory=utcnow,
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    # Bumped by every event that must end the user's sessions (password change or reset, logout,
+    # deactivation). Each refresh token carries the generation it was issued under, and only a
+    # token of the current generation refreshes: a revocation cannot miss a token issued by a
+    # refresh racing it, whatever the interleaving (docs/security.md, "Revocation").
+    credentials_generation: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
     )
 
 

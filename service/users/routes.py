@@ -18,7 +18,7 @@ from service.api.deps import (
 from service.auth.emails import new_account_email
 from service.core.responses import model_response
 from service.core.routing import StrictJSONRoute
-from service.core.schemas import Message
+from service.core.schemas import Message, problem_responses
 from service.users import service
 from service.users.schemas import (
     UpdatePassword,
@@ -76,11 +76,15 @@ async def update_user_me(session: SessionDep, user: CurrentUser, body: UserUpdat
     return UserPublic.model_validate(await service.update_me(session, user, body))
 
 
-@router.patch("/me/password", response_model=Message)
+@router.patch("/me/password", response_model=Message, responses=problem_responses(429))
 async def update_password_me(
-    session: SessionDep, passwords: PasswordsDep, user: CurrentUser, body: UpdatePassword
+    session: SessionDep,
+    passwords: PasswordsDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+    body: UpdatePassword,
 ) -> Message:
-    await service.change_my_password(session, passwords, user, body)
+    await service.change_my_password(session, passwords, settings, user, body)
     return Message(message="Password updated successfully")
 
 
@@ -106,9 +110,14 @@ async def read_user_by_id(session: SessionDep, user: CurrentUser, user_id: uuid.
 
 @router.patch("/{user_id}", response_model=UserPublic)
 async def update_user(
-    session: SessionDep, passwords: PasswordsDep, _: SuperUser, user_id: uuid.UUID, body: UserUpdate
+    session: SessionDep,
+    passwords: PasswordsDep,
+    actor: SuperUser,
+    user_id: uuid.UUID,
+    body: UserUpdate,
 ) -> UserPublic:
-    return UserPublic.model_validate(await service.update_user(session, passwords, user_id, body))
+    updated = await service.update_user(session, passwords, actor, user_id, body)
+    return UserPublic.model_validate(updated)
 
 
 @router.delete("/{user_id}", response_model=Message)
