@@ -307,6 +307,34 @@ async def test_superuser_setting_a_password_revokes_that_users_tokens(
     assert (await refresh(client, admin["refresh_token"])).status_code == 200
 
 
+async def test_deactivation_revokes_sessions_and_reset_links_for_good(
+    client: httpx.AsyncClient, app: FastAPI, user: User, superuser: User, session: AsyncSession
+) -> None:
+    """Reactivating the account brings back none of what existed before the deactivation."""
+    alice = await login(client, user.email, USER_PASSWORD)
+    link = await issue_reset_token(session, app.state.settings, user)
+    await session.commit()
+    admin = await login(client, superuser.email, SUPERUSER_PASSWORD)
+    for active in (False, True):
+        response = await client.patch(
+            f"/api/v1/users/{user.id}", headers=auth(admin), json={"is_active": active}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["is_active"] is active
+
+    await refused(await refresh(client, alice["refresh_token"]))
+    reset = await client.post(
+        "/api/v1/reset-password/", json={"token": link, "new_password": NEW_PASSWORD}
+    )
+    assert problem(reset, 400)["detail"] == "Invalid token"
+    [stored] = await stored_tokens(session, user.id)
+    assert stored.revoked_at is not None
+    assert (await refresh(client, admin["refresh_token"])).status_code == 200
+    assert (
+        await refresh(client, (await login(client, user.email, USER_PASSWORD))["refresh_token"])
+    ).status_code == 200
+
+
 async def test_superuser_renaming_a_user_revokes_nothing(
     client: httpx.AsyncClient, user: User, superuser: User
 ) -> None:
