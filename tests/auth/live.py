@@ -126,7 +126,7 @@ class Live:
         return int(count)
 
     async def wait_for_lock_waiters(
-        self, count: int, *statement_prefixes: str, unless_done: asyncio.Task[Any] | None = None
+        self, count: int, *statement_prefixes: str, unless_done: asyncio.Future[Any] | None = None
     ) -> None:
         """Return once `count` backends wait on a lock in one of those statements (or once
         `unless_done` has finished: a request that takes no such lock does not queue)."""
