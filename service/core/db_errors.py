@@ -27,7 +27,7 @@ _UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P")
 _QUERY_CANCELED = "57014"  # statement_timeout fired
 _DATA_EXCEPTION_CLASS = "22"  # a value PostgreSQL cannot hold, e.g. a NUL character in text
 # foreign_key_violation. Every foreign key of the schema references users.id, the account the
-# request acts for (tests/core/test_db_errors.py keeps that true), so a violation means that
+# request acts for (tests/users/test_vanishing_user.py keeps that true), so a violation means that
 # account was deleted while the request ran: its credentials are no longer good.
 _FOREIGN_KEY_VIOLATION = "23503"
 
