@@ -204,3 +204,102 @@ async def test_item_counters_are_backfilled_and_their_triggers_go_on_downgrade(
         await connection.execute("DELETE FROM users")  # items and users work without them
     finally:
         await connection.close()
+
+
+# -- 0005: credentials generations and normalised emails (on a C-collation database, where
+# lower() lowers ASCII only and so let 0004 store one identity twice)
+
+INSERT_USER = (
+    "INSERT INTO users (id, email, hashed_password, is_active, is_superuser)"
+    " VALUES (gen_random_uuid(), $1, 'h', true, false) RETURNING id"
+)
+
+
+@pytest.fixture
+async def c_database(pg_server_url: str) -> AsyncIterator[str]:
+    """An empty database with collation C whatever the server's default."""
+    name = f"keelson_migr_c_{uuid.uuid4().hex[:10]}"
+    connection = await asyncpg.connect(asyncpg_dsn(pg_server_url))
+    try:
+        await connection.execute(
+            f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'"
+            " LC_COLLATE 'C' LC_CTYPE 'C'"
+        )
+    finally:
+        await connection.close()
+    url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    yield url
+    await drop_database(pg_server_url, url)
+
+
+async def _columns(connection: asyncpg.Connection, table: str) -> set[str]:
+    rows = await connection.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = $1", table
+    )
+    return {row["column_name"] for row in rows}
+
+
+async def test_0005_normalises_stored_emails_and_adds_generations(c_database: str) -> None:
+    await _alembic("upgrade", c_database, "0004")
+    connection = await asyncpg.connect(asyncpg_dsn(c_database))
+    try:
+        typed = ["Élodie@Example.com", "BOB@x.io", "carol@x.io", "Strasse@x.io", "E\u0301mile@x.io"]
+        ids = [await connection.fetchval(INSERT_USER, email) for email in typed]
+        await connection.execute(
+            "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at)"
+            " VALUES (gen_random_uuid(), $1, gen_random_uuid(), 'd', now() + interval '1 day')",
+            ids[0],
+        )
+
+        await _alembic("upgrade", c_database, "0005")
+
+        stored = dict(await connection.fetch("SELECT id, email FROM users"))
+        assert [stored[i] for i in ids] == [
+            "élodie@example.com",
+            "bob@x.io",
+            "carol@x.io",
+            "strasse@x.io",
+            "émile@x.io",  # composed: NFC
+        ]
+        generations = await connection.fetch(
+            "SELECT credentials_generation FROM users UNION ALL"
+            " SELECT credentials_generation FROM refresh_tokens"
+        )
+        assert {row[0] for row in generations} == {0}
+        # 0004's code, still running during a rollout, inserts without the new columns.
+        await connection.fetchval(INSERT_USER, "dave@x.io")
+
+        await _alembic("downgrade", c_database, "0004")
+
+        assert "credentials_generation" not in await _columns(connection, "users")
+        assert "credentials_generation" not in await _columns(connection, "refresh_tokens")
+        # The typed forms are not kept anywhere: the addresses stay normalised.
+        assert await connection.fetchval("SELECT email FROM users WHERE id = $1", ids[0]) == (
+            "élodie@example.com"
+        )
+    finally:
+        await connection.close()
+
+
+async def test_0005_stops_with_the_accounts_that_share_an_address(c_database: str) -> None:
+    await _alembic("upgrade", c_database, "0004")
+    connection = await asyncpg.connect(asyncpg_dsn(c_database))
+    try:
+        twins = [await connection.fetchval(INSERT_USER, e) for e in ("Élodie@x.io", "élodie@x.io")]
+        other = await connection.fetchval(INSERT_USER, "ANN@x.io")
+
+        with pytest.raises(RuntimeError) as failure:
+            await _alembic("upgrade", c_database, "0005")
+
+        message = str(failure.value)
+        assert "held by more than one account once normalised" in message
+        assert all(str(twin) in message for twin in twins)
+        assert str(other) not in message
+        # Nothing of 0005 was applied: still at 0004, emails as they were.
+        assert await connection.fetchval("SELECT version_num FROM alembic_version") == "0004"
+        assert "credentials_generation" not in await _columns(connection, "users")
+        assert await connection.fetchval("SELECT email FROM users WHERE id = $1", other) == (
+            "ANN@x.io"
+        )
+    finally:
+        await connection.close()
