@@ -126,7 +126,9 @@ async def authenticate(
     if not user.is_active:
         raise LoginFailed(LoginOutcome.INACTIVE, "Inactive user")
     if check.new_hash is not None:  # argon2 parameters changed since this hash was made
-        await users.save_user(session, user, {"hashed_password": check.new_hash})
+        # Only over the hash just verified: a password change that committed while argon2 ran
+        # must not be overwritten by a re-hash of the old password.
+        await users.replace_password(session, user.id, user.hashed_password, check.new_hash)
     return user
 
 
