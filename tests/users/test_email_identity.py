@@ -138,3 +138,20 @@ async def test_every_form_of_the_address_counts_on_one_throttle(live: Live) -> N
     throttled = await live.client.post(LOGIN, data={"username": STORED, "password": PASSWORD})
 
     assert problem(throttled, 429)["detail"] == "Too many failed login attempts; try again later"
+
+
+async def test_the_lookup_by_email_uses_the_unique_index(live: Live) -> None:
+    """lower(stored) = lower(normalised) is what the repository sends (both sides through the
+    same lower(), whatever the collation); the expression index must still serve it."""
+    await live.scalar(
+        "WITH made AS (INSERT INTO users (id, email, hashed_password, is_active, is_superuser)"
+        " SELECT gen_random_uuid(), 'u' || n || '@x.io', 'h', true, false"
+        " FROM generate_series(1, 5000) AS n RETURNING 1) SELECT count(*) FROM made"
+    )
+    async with live.db.engine.begin() as connection:
+        await connection.exec_driver_sql("ANALYZE users")
+        rows = await connection.exec_driver_sql(
+            "EXPLAIN SELECT id FROM users WHERE lower(email) = lower($1::VARCHAR)", ("u7@x.io",)
+        )
+        plan = "\n".join(row[0] for row in rows)
+    assert "uq_users_email_lower" in plan, plan
