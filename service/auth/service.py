@@ -366,7 +366,8 @@ async def request_password_reset(
     already out); the caller answers the same in every case.
 
     The user row is locked first, so concurrent requests for one user count and insert one at a
-    time and the cap holds (measured before: 30 concurrent requests left 10 live links)."""
+    time and the cap holds (before: ten concurrent requests left ten live links and sent ten
+    mails, tests/auth/test_reset_link_race.py)."""
     user = await find_user_by_email(session, email, lock=True)
     if user is None or not user.is_active:
         return None
