@@ -16,7 +16,7 @@ from service.api.ops import router as ops_router
 from service.api.v1 import API_RESPONSES, API_ROUTERS, openapi_components
 from service.auth.routes import NO_STORE_ROUTES
 from service.core import metrics
-from service.core.config import Settings, load_settings
+from service.core.config import Environment, Settings, load_settings
 from service.core.db import Database
 from service.core.db_errors import install_db_error_handlers
 from service.core.edge import ConstantAnswer, EdgeAnsweringAPI
@@ -35,6 +35,7 @@ from service.core.telemetry import (
     instrument_database,
     uninstrument_database,
 )
+from service.users.private_routes import router as private_users_router
 
 API_PREFIX = "/api/v1"
 log = structlog.get_logger(__name__)
@@ -118,6 +119,8 @@ def create_app(
     install_rate_limit_handler(app)
     for router in API_ROUTERS:
         app.include_router(router, prefix=API_PREFIX, responses=API_RESPONSES)
+    if settings.environment is Environment.LOCAL:  # the template serves it in development only
+        app.include_router(private_users_router, prefix=API_PREFIX, responses=API_RESPONSES)
     app.include_router(ops_router)
     app.state.route_templates = route_templates(app.routes)
     _document_problems(app)

@@ -29,6 +29,8 @@ PUBLIC = frozenset(
         ("POST", "/api/v1/password-recovery/{email}"),
         ("POST", "/api/v1/reset-password/"),
         ("POST", "/api/v1/users/signup"),
+        # the template's dev-only user creation, routed only when ENVIRONMENT=local
+        ("POST", "/api/v1/private/users/"),
         ("GET", "/api/v1/utils/health-check/"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
