@@ -38,7 +38,6 @@ PUBLIC = frozenset(
         # interactive docs (DOCS_ENABLED; off by default outside ENVIRONMENT=local)
         ("GET", "/api/v1/openapi.json"),
         ("GET", "/docs"),
-        ("GET", "/docs/oauth2-redirect"),
         ("GET", "/redoc"),
     }
 )
