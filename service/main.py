@@ -16,9 +16,10 @@ from service.api.ops import router as ops_router
 from service.api.v1 import API_RESPONSES, API_ROUTERS, openapi_components
 from service.auth.routes import NO_STORE_ROUTES
 from service.core import metrics
-from service.core.config import Settings, load_settings
+from service.core.config import Environment, Settings, load_settings
 from service.core.db import Database
 from service.core.db_errors import install_db_error_handlers
+from service.core.docs import install_docs
 from service.core.edge import ConstantAnswer, EdgeAnsweringAPI
 from service.core.errors import install_error_handlers
 from service.core.logging import configure_logging
@@ -35,8 +36,10 @@ from service.core.telemetry import (
     instrument_database,
     uninstrument_database,
 )
+from service.users.private_routes import router as private_users_router
 
 API_PREFIX = "/api/v1"
+OPENAPI_URL = f"{API_PREFIX}/openapi.json"
 log = structlog.get_logger(__name__)
 
 
@@ -93,9 +96,9 @@ def create_app(
     app = EdgeAnsweringAPI(
         title=settings.project_name,
         version=__version__,
-        openapi_url=f"{API_PREFIX}/openapi.json" if settings.docs_enabled else None,
-        docs_url="/docs" if settings.docs_enabled else None,
-        redoc_url="/redoc" if settings.docs_enabled else None,
+        openapi_url=OPENAPI_URL if settings.docs_enabled else None,
+        docs_url=None,  # install_docs serves both pages with local assets
+        redoc_url=None,
         lifespan=lifespan,
         telemetry=fastapi_telemetry(tracer_provider),  # type: ignore[arg-type]
         # The template's operation ids ("items-read_items"), so its generated clients regenerate
@@ -118,7 +121,11 @@ def create_app(
     install_rate_limit_handler(app)
     for router in API_ROUTERS:
         app.include_router(router, prefix=API_PREFIX, responses=API_RESPONSES)
+    if settings.environment is Environment.LOCAL:  # the template serves it in development only
+        app.include_router(private_users_router, prefix=API_PREFIX, responses=API_RESPONSES)
     app.include_router(ops_router)
+    if settings.docs_enabled:
+        install_docs(app, openapi_url=OPENAPI_URL, title=settings.project_name)
     app.state.route_templates = route_templates(app.routes)
     _document_problems(app)
 

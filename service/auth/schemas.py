@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from service.core.request_bodies import RequestBody
 
 
 class Token(BaseModel):
@@ -17,14 +19,12 @@ class Token(BaseModel):
     expires_in: int
 
 
-class RefreshRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RefreshRequest(RequestBody):
     refresh_token: Annotated[str, Field(min_length=1, max_length=256)]
 
 
-class NewPassword(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NewPassword(RequestBody):
+    """The template's reset form sends `{new_password, token}`; anything else is ignored."""
 
     token: Annotated[str, Field(min_length=1, max_length=2048)]
     new_password: Annotated[str, Field(min_length=8, max_length=128)]

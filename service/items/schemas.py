@@ -8,19 +8,24 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from service.core.request_bodies import RequestBody
+
 Title = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Description = Annotated[str, StringConstraints(max_length=255)]
 
 
-class ItemCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class ItemCreate(RequestBody):
+    """The owner is the caller: an item cannot be created for someone else or with chosen ids."""
+
+    refused_fields = frozenset({"id", "owner_id", "created_at"})
 
     title: Title
     description: Description | None = None
 
 
-class ItemUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class ItemUpdate(RequestBody):
+    """Only title and description change; id, owner_id and created_at are ignored, as the
+    template's "Edit item" sends the whole item back."""
 
     title: Title | None = None
     description: Description | None = None

@@ -90,17 +90,11 @@ async def update_password_me(
 
 @router.post("/signup", response_model=UserPublic)
 async def register_user(
-    session: SessionDep,
-    passwords: PasswordsDep,
-    body: UserRegister,
-    settings: SettingsDep,
-    mailer: MailerDep,
-    background: BackgroundTasks,
+    session: SessionDep, passwords: PasswordsDep, body: UserRegister
 ) -> UserPublic:
-    user = await service.create_user(session, passwords, body)
-    if mailer.enabled:
-        background.add_task(mailer.send_in_background, new_account_email(settings, user.email))
-    return UserPublic.model_validate(user)
+    """No mail, as in the template: the person signing up just chose the password. The new-account
+    mail is for an account a superuser made for someone (POST /users/)."""
+    return UserPublic.model_validate(await service.create_user(session, passwords, body))
 
 
 @router.get("/{user_id}", response_model=UserPublic)

@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
+from service.core.request_bodies import RequestBody
+
 Email = Annotated[EmailStr, Field(max_length=255)]
 # On the way out the address was validated when it was stored: re-validating it on every
 # response cost 3% of GET /users/me. The schema still says what it is.
@@ -16,14 +18,21 @@ Password = Annotated[str, Field(min_length=8, max_length=128)]
 FullName = Annotated[str, StringConstraints(max_length=255)]
 
 
-class _Input(BaseModel):
-    """Request bodies reject unknown fields (a typo or a smuggled `is_superuser` is a 422) and
-    coerce nothing (`"is_superuser": 0` is a 422, not False)."""
+# Columns of a stored user that no request body sets directly.
+_STORED_ONLY = frozenset({"hashed_password"})
+# Read-only fields of a user: refused where the template's clients never send them. "Edit user"
+# sends the whole record back (id, created_at), so UserUpdate ignores them instead.
+_READ_ONLY = frozenset({"id", "created_at"})
+# What only a superuser may decide about an account.
+_PRIVILEGES = frozenset({"is_superuser", "is_active"})
 
-    model_config = ConfigDict(extra="forbid", strict=True)
 
+class UserCreate(RequestBody):
+    """A superuser creates an account (the template's "Add user" also sends confirm_password,
+    which is ignored)."""
 
-class UserCreate(_Input):
+    refused_fields = _STORED_ONLY | _READ_ONLY
+
     email: Email
     password: Password
     full_name: FullName | None = None
@@ -31,13 +40,22 @@ class UserCreate(_Input):
     is_superuser: bool = False
 
 
-class UserRegister(_Input):
+class UserRegister(RequestBody):
+    """Anyone signs up: a plain, active account whatever else is sent."""
+
+    refused_fields = _STORED_ONLY | _READ_ONLY | _PRIVILEGES
+
     email: Email
     password: Password
     full_name: FullName | None = None
 
 
-class UserUpdate(_Input):
+class UserUpdate(RequestBody):
+    """A superuser changes an account; the record's own id and created_at are ignored, as the
+    template's "Edit user" sends them back."""
+
+    refused_fields = _STORED_ONLY
+
     email: Email | None = None
     password: Password | None = None
     full_name: FullName | None = None
@@ -45,12 +63,18 @@ class UserUpdate(_Input):
     is_superuser: bool | None = None
 
 
-class UserUpdateMe(_Input):
+class UserUpdateMe(RequestBody):
+    """A user changes its own name or email; the password has its own operation."""
+
+    refused_fields = _STORED_ONLY | _READ_ONLY | _PRIVILEGES | {"password"}
+
     full_name: FullName | None = None
     email: Email | None = None
 
 
-class UpdatePassword(_Input):
+class UpdatePassword(RequestBody):
+    """The template's "Change password" also sends confirm_password, which is ignored."""
+
     current_password: Password
     new_password: Password
 

@@ -29,6 +29,8 @@ PUBLIC = frozenset(
         ("POST", "/api/v1/password-recovery/{email}"),
         ("POST", "/api/v1/reset-password/"),
         ("POST", "/api/v1/users/signup"),
+        # the template's dev-only user creation, routed only when ENVIRONMENT=local
+        ("POST", "/api/v1/private/users/"),
         ("GET", "/api/v1/utils/health-check/"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
@@ -36,7 +38,6 @@ PUBLIC = frozenset(
         # interactive docs (DOCS_ENABLED; off by default outside ENVIRONMENT=local)
         ("GET", "/api/v1/openapi.json"),
         ("GET", "/docs"),
-        ("GET", "/docs/oauth2-redirect"),
         ("GET", "/redoc"),
     }
 )

@@ -212,13 +212,18 @@ async def test_deleting_the_user_deletes_its_refresh_tokens(
 
 @pytest.mark.parametrize(
     "payload",
-    [{}, {"refresh_token": ""}, {"refresh_token": "x" * 257}, {"refresh_token": "t", "x": 1}],
-    ids=["missing", "empty", "too-long", "unknown-field"],
+    [{}, {"refresh_token": ""}, {"refresh_token": "x" * 257}],
+    ids=["missing", "empty", "too-long"],
 )
 async def test_refresh_body_is_validated(
     client: httpx.AsyncClient, payload: dict[str, Any]
 ) -> None:
     problem(await client.post(REFRESH, json=payload), 422)
+
+
+async def test_refresh_body_ignores_unknown_fields(client: httpx.AsyncClient) -> None:
+    response = await client.post(REFRESH, json={"refresh_token": "t", "x": 1})
+    assert problem(response, 401)["detail"] == "Invalid refresh token"
 
 
 async def test_refresh_wants_json_not_a_form(client: httpx.AsyncClient) -> None:
