@@ -23,7 +23,10 @@ def free_port() -> int:
 
 def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "SMTP_"))}
-    env.update({"LOG_FORMAT": "json", "ENVIRONMENT": "local"}, **extra)
+    # A free METRICS_PORT too: the default 9090 would collide between servers run side by side.
+    env.update(
+        {"LOG_FORMAT": "json", "ENVIRONMENT": "local", "METRICS_PORT": str(free_port())}, **extra
+    )
     return env
 
 
@@ -42,6 +45,13 @@ def keelson(*args: str, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+def scrape_metrics(env: dict[str, str]) -> str:
+    """The /metrics body of the server started with `env`, read from its METRICS_PORT."""
+    response = httpx.get(f"http://127.0.0.1:{env['METRICS_PORT']}/metrics", timeout=5)
+    response.raise_for_status()
+    return response.text
 
 
 def wait_ready(port: int, process: subprocess.Popen[str], timeout_s: float = 60) -> None:
