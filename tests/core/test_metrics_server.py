@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -98,6 +99,28 @@ def test_a_taken_metrics_port_fails_with_a_clear_error(listening_socket: int) ->
         f"cannot serve metrics on 127.0.0.1:{listening_socket} (METRICS_PORT):"
         " Address already in use"
     )
+
+
+async def test_a_scrape_is_answered_while_the_event_loop_is_blocked() -> None:
+    """The metrics server has its own thread: a stuck event loop still gets scraped (its
+    gauges show why), where a route on the API port would wait for the loop."""
+    port = free_port()
+    answered: dict[str, float] = {}
+
+    def scrape_from_prometheus() -> None:
+        started = time.monotonic()
+        response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        answered[str(response.status_code)] = time.monotonic() - started
+
+    with metrics.serving_metrics("127.0.0.1", port):
+        scraper = threading.Thread(target=scrape_from_prometheus)
+        scraper.start()
+        time.sleep(1.5)  # noqa: ASYNC251 - blocking the loop is the point
+        finished_while_blocked = not scraper.is_alive()
+        scraper.join(5)
+    assert finished_while_blocked
+    assert list(answered) == ["200"]
+    assert answered["200"] < 1.5
 
 
 def test_the_metrics_server_releases_its_port_when_the_block_ends() -> None:
