@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -427,21 +428,28 @@ def test_release_version_check_refuses_a_tag_that_is_not_a_version(
     assert output == ""
 
 
-def test_todays_chart_and_package_versions_would_fail_a_release_until_aligned(
+def test_the_repository_as_it_is_passes_the_version_check_only_when_aligned(
     release: dict[str, Any], tmp_path: Path
 ) -> None:
-    """The repository as it is: Chart.yaml version and appVersion differ, so no tag can pass
-    until a release commit aligns them (the check is what keeps the default image real)."""
+    """The check run on the real Chart.yaml, values.yaml and pyproject.toml, with a tag equal to
+    the chart version: it passes exactly when appVersion and the package version agree with it.
+    (When this was written they did not: 0.2.0 against 0.1.0, so no tag could pass until a
+    release commit aligns them; that is the point of the check.)"""
     tree = tmp_path / "repo"
     (tree / "charts").mkdir(parents=True)
     shutil.copytree(ROOT / "charts" / "keelson", tree / "charts" / "keelson")
     shutil.copy(ROOT / "pyproject.toml", tree / "pyproject.toml")
     chart = yaml.safe_load((ROOT / "charts" / "keelson" / "Chart.yaml").read_text())
-    done, _ = _run_version_check(release, tree, f"v{chart['version']}")
-    if str(chart["version"]) == str(chart["appVersion"]):
-        pytest.fail("Chart.yaml version == appVersion now: replace this test by a passing one")
-    assert done.returncode != 0
-    assert f"appVersion is {chart['appVersion']}" in done.stdout
+    package = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    version = str(chart["version"])
+    done, output = _run_version_check(release, tree, f"v{version}")
+    if str(chart["appVersion"]) == version == package:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"version={version}" in output.splitlines()
+    else:
+        assert done.returncode != 0
+        assert "::error::" in done.stdout
+        assert output == ""
 
 
 # -- e2e.yml: the chart on a real cluster (issue 16, "kind end-to-end workflow")

@@ -47,13 +47,6 @@ def keelson(*args: str, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
             process.wait(10)
 
 
-def scrape_metrics(env: dict[str, str]) -> str:
-    """The /metrics body of the server started with `env`, read from its METRICS_PORT."""
-    response = httpx.get(f"http://127.0.0.1:{env['METRICS_PORT']}/metrics", timeout=5)
-    response.raise_for_status()
-    return response.text
-
-
 def wait_ready(port: int, process: subprocess.Popen[str], timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
