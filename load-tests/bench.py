@@ -1253,7 +1253,14 @@ class Managed:
     def start_keelson(self, extra_env: dict[str, str] | None = None) -> Target:
         self.stop_keelson()
         port = free_port()
-        env = {**self.base_env(), "SERVER_PORT": str(port), **(extra_env or {})}
+        # A free METRICS_PORT too: the default 9090 would collide with another server's.
+        metrics_port = str(free_port())
+        env = {
+            **self.base_env(),
+            "SERVER_PORT": str(port),
+            "METRICS_PORT": metrics_port,
+            **(extra_env or {}),
+        }
         self.keelson = Server("keelson", keelson_argv("serve"), env, port, self.logdir)
         self.keelson.start("/readyz")
         target = Target(

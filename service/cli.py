@@ -15,6 +15,7 @@ import uvicorn
 from alembic import command
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from service.core import metrics
 from service.core.config import ConfigError, Environment, Settings, load_settings
 from service.core.db import session_factory
 from service.core.logging import configure_logging
@@ -40,10 +41,17 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     from service.main import create_app
 
     settings.sqlalchemy_url  # noqa: B018 - fail before binding the port if DATABASE_URL is missing
+    host = host or settings.server_host
+    port = port or settings.server_port
+    if port == settings.metrics_port:
+        raise ConfigError(
+            f"--port {port} is also METRICS_PORT: metrics never share the API port,"
+            " choose another --port or METRICS_PORT"
+        )
     config = uvicorn.Config(
         create_app(settings),
-        host=host or settings.server_host,
-        port=port or settings.server_port,
+        host=host,
+        port=port,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
@@ -53,7 +61,11 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
         lifespan="on",
     )
     _exit_cleanly_on_sigterm()
-    uvicorn.Server(config).run()
+    # Bound before uvicorn starts, so metrics answer before the first /readyz does, and served
+    # until uvicorn's graceful shutdown has finished, so the drain itself is scraped.
+    with metrics.serving_metrics(host, settings.metrics_port):
+        log.info("metrics_listening", url=f"http://{host}:{settings.metrics_port}/metrics")
+        uvicorn.Server(config).run()
 
 
 def migrate(settings: Settings) -> None:
@@ -139,6 +151,7 @@ def dev(settings: Settings, *, port: int | None) -> None:
         log.info(
             "dev_ready",
             docs=f"http://127.0.0.1:{port or settings.server_port}/docs",
+            metrics=f"http://127.0.0.1:{settings.metrics_port}/metrics",
             login=str(settings.first_superuser),
         )
         serve(settings, port=port)
@@ -184,6 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"keelson: {error}", file=sys.stderr)
         return 2
+    except metrics.MetricsServerError as error:
+        print(f"keelson: {error}", file=sys.stderr)
+        return 1
     except EmbeddedPostgresError as error:
         print(f"keelson: cannot start the embedded PostgreSQL: {error}", file=sys.stderr)
         return 3

@@ -51,7 +51,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.tracer_provider is not None:
             instrument_database(app.state.db.engine, app.state.tracer_provider)
     await app.state.passwords.warm_up()
-    metrics.DB_POOL_SIZE.set(settings.db_pool_size)
     log.info("startup", version=__version__, environment=settings.environment.value)
     try:
         yield
@@ -109,6 +108,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.db = database
+    metrics.observe_pool(lambda: app.state.db.engine.pool if app.state.db else None)
     app.state.tracer_provider = tracer_provider
     if database is not None and tracer_provider is not None:
         instrument_database(database.engine, tracer_provider)

@@ -23,6 +23,8 @@ from service.embedded_postgres import EmbeddedPostgres
 from service.main import create_app
 from service.users.models import User
 from tests.conftest import bearer, make_settings, problem
+from tests.support.metrics import Scrape
+from tests.support.metrics import scrape as scrape  # the fixture, for this module
 from tests.support.postgres import asyncpg_dsn
 from tests.support.processes import base_env, free_port, keelson, run_keelson, wait_ready
 
@@ -74,7 +76,7 @@ async def committed_user(database_url: str) -> AsyncIterator[uuid.UUID]:
 
 
 async def test_pool_exhaustion_is_503_and_counted_while_ops_endpoints_answer(
-    database_url: str, committed_user: uuid.UUID
+    database_url: str, committed_user: uuid.UUID, scrape: Scrape
 ) -> None:
     settings = make_settings(database_url, db_pool_size=1, db_max_overflow=0, db_pool_timeout_s=0.3)
     app = create_app(settings)
@@ -83,19 +85,19 @@ async def test_pool_exhaustion_is_503_and_counted_while_ops_endpoints_answer(
     headers = bearer(app, User(id=committed_user, email="x@example.com"))
     try:
         async with await _client(app) as client:
-            before = _pool_timeouts((await client.get("/metrics")).text)
+            before = _pool_timeouts(await scrape())
             async with database.engine.connect() as hog:  # holds the only connection
                 await hog.execute(text("SELECT 1"))
                 response = await client.get("/api/v1/users/me", headers=headers)
                 problem(response, 503)
                 assert response.headers["retry-after"] == "2"
                 assert (await client.get("/healthz")).status_code == 200
-                metrics = (await client.get("/metrics")).text
+                metrics = await scrape()
                 assert _pool_timeouts(metrics) == before + 1
                 assert "keelson_db_pool_checked_out 1.0" in metrics
             after = await client.get("/api/v1/users/me", headers=headers)
             assert after.status_code == 200
-            assert "keelson_db_pool_checked_out 0.0" in (await client.get("/metrics")).text
+            assert "keelson_db_pool_checked_out 0.0" in await scrape()
     finally:
         await database.dispose()
 
@@ -307,7 +309,7 @@ async def test_client_disconnect_mid_request_leaks_no_connection_or_transaction(
         await writer.wait_closed()
         await transaction.rollback()  # the server's request can now finish (for nobody)
 
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{env['METRICS_PORT']}") as client:
             deadline = time.monotonic() + 10
             checked_out = None
             while time.monotonic() < deadline:

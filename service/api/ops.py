@@ -1,14 +1,12 @@
-"""Operational endpoints for Kubernetes and Prometheus, outside /api/v1."""
+"""Health and readiness endpoints for Kubernetes, outside /api/v1 (metrics: METRICS_PORT)."""
 
 from __future__ import annotations
 
 import asyncio
 
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import QueuePool
 from starlette.responses import JSONResponse, Response
 
 from service.core import metrics
@@ -59,13 +57,3 @@ async def readiness(request: Request) -> Response:
 
 def _is_missing_table(error: BaseException) -> bool:
     return "alembic_version" in str(error) and "does not exist" in str(error)
-
-
-@router.get("/metrics")
-async def prometheus_metrics(request: Request) -> Response:
-    pool = request.app.state.db.engine.pool
-    if isinstance(pool, QueuePool):
-        metrics.DB_POOL_SIZE.set(pool.size())
-        metrics.DB_POOL_CHECKED_OUT.set(pool.checkedout())
-        metrics.DB_POOL_OVERFLOW.set(max(pool.overflow(), 0))
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

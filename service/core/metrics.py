@@ -1,8 +1,12 @@
-"""Prometheus metrics: names follow <namespace>_<what>_<unit> with base units."""
+"""Prometheus metrics (named <namespace>_<what>_<unit>, base units) and their own-port server."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from sqlalchemy.pool import Pool, QueuePool
 
 NAMESPACE = "keelson"
 UNMATCHED_ROUTE = "<unmatched>"
@@ -61,3 +65,50 @@ BUILD_INFO = Gauge(
     ["version", "commit"],
     namespace=NAMESPACE,
 )
+
+
+def observe_pool(current_pool: Callable[[], Pool | None]) -> None:
+    """The pool gauges read the pool when scraped, so every scrape sees the pool as it is now.
+
+    `current_pool` is called from the metrics server's thread: it only reads three integers of a
+    pool the event loop owns, and a read racing a checkout is off by one for that one sample.
+    Through a callable, not a pool captured now: `engine.dispose()` replaces the engine's pool.
+    """
+
+    def reading(read: Callable[[QueuePool], int]) -> Callable[[], float]:
+        def sample() -> float:
+            pool = current_pool()
+            return float(read(pool)) if isinstance(pool, QueuePool) else 0.0
+
+        return sample
+
+    DB_POOL_SIZE.set_function(reading(QueuePool.size))
+    DB_POOL_CHECKED_OUT.set_function(reading(QueuePool.checkedout))
+    DB_POOL_OVERFLOW.set_function(reading(lambda pool: max(pool.overflow(), 0)))
+
+
+class MetricsServerError(Exception):
+    """The metrics port cannot be bound (taken, or a host that does not resolve)."""
+
+
+@contextmanager
+def serving_metrics(host: str, port: int) -> Iterator[None]:
+    """Serve the registry on its own port for as long as the block runs.
+
+    prometheus_client's server answers in a daemon thread of its own: a scrape never waits for
+    the event loop, and a busy or stuck loop still gets scraped. The port is bound before the
+    block starts, so a taken port fails the start instead of leaving a pod without metrics.
+    """
+    try:
+        server, thread = start_http_server(port, addr=host)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise MetricsServerError(
+            f"cannot serve metrics on {host}:{port} (METRICS_PORT): {reason}"
+        ) from error
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -34,7 +34,6 @@ PUBLIC = frozenset(
         ("GET", "/api/v1/utils/health-check/"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
-        ("GET", "/metrics"),
         # interactive docs (DOCS_ENABLED; off by default outside ENVIRONMENT=local)
         ("GET", "/api/v1/openapi.json"),
         ("GET", "/docs"),

@@ -21,6 +21,8 @@ from service.main import create_app
 from service.users.models import User
 from tests.conftest import USER_PASSWORD, _savepoint_sessions, bearer, make_settings
 from tests.ops.metric_names import exposed_metric_names, metric_names_used
+from tests.support.metrics import Scrape
+from tests.support.metrics import scrape as scrape  # the fixture, for this module
 
 
 def log_lines(output: str) -> list[dict[str, Any]]:
@@ -135,20 +137,20 @@ async def test_no_password_or_token_reaches_the_logs(
 
 
 async def test_every_metric_used_by_dashboard_and_alerts_is_exposed(
-    client: httpx.AsyncClient, user: User, user_headers: dict[str, str]
+    client: httpx.AsyncClient, user: User, user_headers: dict[str, str], scrape: Scrape
 ) -> None:
     await client.post(
         "/api/v1/login/access-token", data={"username": user.email, "password": USER_PASSWORD}
     )
     await client.get("/api/v1/users/me", headers=user_headers)
     await client.get("/readyz")
-    body = (await client.get("/metrics")).text
+    body = await scrape()
     missing = metric_names_used() - exposed_metric_names(body)
     assert not missing, f"dashboard/rules use metrics the service does not expose: {missing}"
 
 
 async def test_login_outcomes_are_counted(
-    client: httpx.AsyncClient, user: User, make_user: Any
+    client: httpx.AsyncClient, user: User, make_user: Any, scrape: Scrape
 ) -> None:
     def outcomes(text: str) -> dict[str, float]:
         found = {}
@@ -159,7 +161,7 @@ async def test_login_outcomes_are_counted(
         return found
 
     await make_user("sleepy@example.com", is_active=False)
-    before = outcomes((await client.get("/metrics")).text)
+    before = outcomes(await scrape())
     attempts = [
         (user.email, USER_PASSWORD),
         (user.email, "wrong-password"),
@@ -170,7 +172,7 @@ async def test_login_outcomes_are_counted(
         await client.post(
             "/api/v1/login/access-token", data={"username": email, "password": password}
         )
-    after = outcomes((await client.get("/metrics")).text)
+    after = outcomes(await scrape())
     for outcome in ("success", "bad_password", "unknown_user", "inactive"):
         assert after[outcome] - before.get(outcome, 0) == 1, outcome
 

@@ -23,7 +23,10 @@ def free_port() -> int:
 
 def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "SMTP_"))}
-    env.update({"LOG_FORMAT": "json", "ENVIRONMENT": "local"}, **extra)
+    # A free METRICS_PORT too: the default 9090 would collide between servers run side by side.
+    env.update(
+        {"LOG_FORMAT": "json", "ENVIRONMENT": "local", "METRICS_PORT": str(free_port())}, **extra
+    )
     return env
 
 
