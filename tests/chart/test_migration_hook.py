@@ -132,6 +132,6 @@ def test_migrations_off_renders_no_hooks_but_the_helm_test(chart: Chart) -> None
 
 
 def test_job_pods_are_not_selected_by_the_server_service(default_render: Rendered) -> None:
-    selector = default_render.one("Service")["spec"]["selector"]
+    selector = default_render.one("Service", "keelson")["spec"]["selector"]
     labels = migration_job(default_render)["spec"]["template"]["metadata"]["labels"]
     assert not selector.items() <= labels.items()

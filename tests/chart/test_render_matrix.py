@@ -150,7 +150,7 @@ def test_the_validator_rejects_unknown_kinds_and_removed_apis(default_render: Re
 
 
 def test_the_validator_rejects_unknown_fields(default_render: Rendered) -> None:
-    service = default_render.one("Service")
+    service = default_render.one("Service", "keelson")
     typo = {**service, "spec": {**service["spec"], "selecter": {}}}
     with pytest.raises(pytest.fail.Exception, match="selecter"):
         validate_object(typo, NEWEST_KUBE)

@@ -37,6 +37,8 @@ CONTRACT_SETTINGS = {
 NOT_DELIVERED = {
     "GIT_COMMIT": "baked into the image by its build (Dockerfile ARG GIT_COMMIT); a chart value"
     " could only make keelson_build_info lie about the running code",
+    "MIGRATION_DATABASE_URL": "only the migration hook Job gets it (a DDL-capable role); the"
+    " servers run as the application role",
 }
 
 
@@ -163,11 +165,13 @@ async def test_probes_use_the_service_endpoints(default_render: Rendered) -> Non
 
 
 def test_container_port_is_named_http_and_matches_server_port(default_render: Rendered) -> None:
-    assert server(default_render)["ports"] == [
-        {"name": "http", "containerPort": 8000, "protocol": "TCP"}
-    ]
+    assert server(default_render)["ports"][0] == {
+        "name": "http",
+        "containerPort": 8000,
+        "protocol": "TCP",
+    }
     assert default_render.one("ConfigMap", "keelson")["data"]["SERVER_PORT"] == "8000"
-    assert default_render.one("Service")["spec"]["ports"][0]["targetPort"] == "http"
+    assert default_render.one("Service", "keelson")["spec"]["ports"][0]["targetPort"] == "http"
 
 
 def test_readiness_probe_outlasts_the_readiness_check(chart: Chart) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.chart.chartlib import CHART, Chart, leaf_paths, schema_error_mentions
+from tests.chart.chartlib import CHART, Chart, leaf_paths, run, schema_error_mentions
 
 VALUES_TEXT = (CHART / "values.yaml").read_text()
 VALUES = yaml.safe_load(VALUES_TEXT)
@@ -237,6 +238,11 @@ def test_every_value_is_commented() -> None:
         if not previous.startswith("#") and not lines[index + 1].startswith(match.group(1) + "  "):
             uncommented.append(line.strip())
     assert not uncommented, f"keys without a comment: {uncommented}"
+
+
+def test_readme_table_is_what_the_generator_writes() -> None:
+    proc = run([sys.executable, "scripts/chart_values_table.py", "--check"])
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_readme_table_lists_every_value() -> None:

@@ -51,6 +51,12 @@ app.kubernetes.io/name: {{ include "keelson.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* Name of the Service that exposes only the "metrics" port (what the ServiceMonitor scrapes;
+Prometheus Operator makes it the `job` label). */}}
+{{- define "keelson.metricsName" -}}
+{{- printf "%s-metrics" (include "keelson.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
 {{/* The API server pods: what the Service, PDB, NetworkPolicy and ServiceMonitor select. */}}
 {{- define "keelson.serverSelectorLabels" -}}
 {{ include "keelson.selectorLabels" . }}
@@ -110,6 +116,7 @@ LOG_FORMAT: {{ .Values.config.logFormat | quote }}
 ACCESS_LOG_ENABLED: {{ .Values.config.accessLogEnabled | quote }}
 SERVER_HOST: {{ .Values.server.host | quote }}
 SERVER_PORT: {{ .Values.server.port | int | quote }}
+METRICS_PORT: {{ .Values.metrics.port | int | quote }}
 FORWARDED_ALLOW_IPS: {{ .Values.server.forwardedAllowIps | quote }}
 SHUTDOWN_TIMEOUT_S: {{ .Values.lifecycle.shutdownTimeoutSeconds | int | quote }}
 READINESS_TIMEOUT_S: {{ .Values.config.readinessTimeoutSeconds | quote }}
@@ -120,6 +127,8 @@ DB_POOL_RECYCLE_S: {{ .Values.database.poolRecycleSeconds | int | quote }}
 DB_POOL_PRE_PING: {{ .Values.database.poolPrePing | quote }}
 DB_STATEMENT_TIMEOUT_MS: {{ .Values.database.statementTimeoutMs | int | quote }}
 DB_CONNECT_TIMEOUT_S: {{ .Values.database.connectTimeoutSeconds | quote }}
+DB_POOLER: {{ .Values.database.pooler.mode | quote }}
+MIGRATION_LOCK_TIMEOUT_MS: {{ .Values.migrations.lockTimeoutMs | int | quote }}
 ARGON2_MEMORY_KIB: {{ .Values.config.argon2.memoryKib | int | quote }}
 ARGON2_TIME_COST: {{ .Values.config.argon2.timeCost | int | quote }}
 ARGON2_PARALLELISM: {{ .Values.config.argon2.parallelism | int | quote }}
@@ -238,6 +247,9 @@ Included once, from deployment.yaml.
 */}}
 {{- define "keelson.validate" -}}
 {{- include "keelson.validatePoolBudget" . }}
+{{- if eq (.Values.metrics.port | int) (.Values.server.port | int) }}
+{{- fail (printf "metrics.port (%d) must differ from server.port: the metrics never share the API port the Ingress routes" (.Values.metrics.port | int)) }}
+{{- end }}
 {{- include "keelson.validateSecrets" . }}
 {{- if le (.Values.probes.readiness.timeoutSeconds | float64) (.Values.config.readinessTimeoutSeconds | float64) }}
 {{- fail (printf "probes.readiness.timeoutSeconds (%v) must be greater than config.readinessTimeoutSeconds (%v): the probe would time out before /readyz answers" .Values.probes.readiness.timeoutSeconds .Values.config.readinessTimeoutSeconds) }}
@@ -316,4 +328,37 @@ The key itself is never printed.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+Egress every keelson pod needs, shared by the release's NetworkPolicy and the migration hook's:
+DNS on port 53 to any destination (NodeLocal DNSCache and OpenShift's resolver are not the
+kube-dns pods, so pinning their labels breaks resolution) and PostgreSQL.
+*/}}
+{{- define "keelson.commonEgress" -}}
+{{- $np := .Values.networkPolicy -}}
+# Cluster DNS, wherever the node's resolver points.
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+  {{- with $np.dns.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+# PostgreSQL (or the pooler in front of it).
+- ports:
+    - port: {{ $np.database.port }}
+      protocol: TCP
+  {{- if or $np.database.cidrs $np.database.to }}
+  to:
+    {{- range $np.database.cidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+    {{- with $np.database.to }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- end }}
 {{- end }}
