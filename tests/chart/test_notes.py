@@ -59,10 +59,11 @@ def test_notes_name_the_hook_job_and_how_to_verify(notes: Notes) -> None:
 def test_notes_show_the_connection_budget(notes: Notes) -> None:
     text = notes()
     assert (
-        "(max replicas 4 + surge 1) x (pool 10 + overflow 5) + job 2 + purge 1 fits in 90" in text
+        "(max replicas 3 + surge 1 + terminating 1) x (pool 10 + overflow 5) + job 2 + purge 2"
+        " fits in 90" in text
     )
     text = notes({"purge": {"enabled": False}, "migrations": {"enabled": False}})
-    assert "(max replicas 4 + surge 1) x (pool 10 + overflow 5) fits in 90" in text
+    assert "(max replicas 3 + surge 1 + terminating 1) x (pool 10 + overflow 5) fits in 90" in text
 
 
 def test_notes_name_the_purge_cronjob_only_when_enabled(notes: Notes) -> None:

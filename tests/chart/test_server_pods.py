@@ -187,7 +187,8 @@ def test_grace_period_covers_prestop_and_shutdown(chart: Chart) -> None:
                 "preStopSleepSeconds": 7,
                 "shutdownTimeoutSeconds": 25,
                 "terminationMarginSeconds": 3,
-            }
+            },
+            "minReadySeconds": 35,  # still one terminating pod at a time in the budget
         }
     )
     spec = pod_spec(rendered.deployment)

@@ -216,23 +216,51 @@ env:
 {{- toYaml .Values.podSecurityContext }}
 {{- end }}
 
-{{/*
-Peak number of server pods during a rollout: the most replicas the chart can run
-(autoscaling.maxReplicas, or replicaCount without autoscaling) plus the Deployment's maxSurge
-(an integer, or a percentage of those replicas rounded up as Kubernetes does).
-*/}}
+{{/* Most server pods outside a rollout: autoscaling.maxReplicas, or replicaCount without autoscaling. */}}
 {{- define "keelson.maxReplicas" -}}
 {{- if .Values.autoscaling.enabled }}{{ .Values.autoscaling.maxReplicas | int }}{{ else }}{{ .Values.replicaCount | int }}{{ end }}
 {{- end }}
 
+{{/* rollingUpdate.maxSurge as a pod count: a percentage of maxReplicas rounds up, as Kubernetes does. */}}
 {{- define "keelson.maxSurge" -}}
-{{- $replicas := include "keelson.maxReplicas" . | int }}
-{{- $surge := .Values.rollingUpdate.maxSurge }}
-{{- if kindIs "string" $surge }}
-{{- $pct := trimSuffix "%" $surge | int }}
-{{- div (add (mul $replicas $pct) 99) 100 }}
+{{- include "keelson.scaledCount" (dict "value" .Values.rollingUpdate.maxSurge "of" (include "keelson.maxReplicas" . | int) "roundUp" true) }}
+{{- end }}
+
+{{/* rollingUpdate.maxUnavailable as a pod count: a percentage rounds down, as Kubernetes does. */}}
+{{- define "keelson.maxUnavailable" -}}
+{{- include "keelson.scaledCount" (dict "value" .Values.rollingUpdate.maxUnavailable "of" (include "keelson.maxReplicas" . | int) "roundUp" false) }}
+{{- end }}
+
+{{/* An int-or-percent value as a count of "of" pods. Call with (dict "value" V "of" N "roundUp" BOOL). */}}
+{{- define "keelson.scaledCount" -}}
+{{- if kindIs "string" .value }}
+{{- $pct := trimSuffix "%" .value | int }}
+{{- if .roundUp }}{{ div (add (mul .of $pct) 99) 100 }}{{ else }}{{ div (mul .of $pct) 100 }}{{ end }}
 {{- else }}
-{{- $surge | int }}
+{{- .value | int }}
+{{- end }}
+{{- end }}
+
+{{/*
+Old pods still terminating during a rollout, each holding its pool until it exits (preStop, then
+graceful shutdown: at most terminationGracePeriodSeconds G). Terminating pods do not count
+against maxSurge, so the Deployment controller replaces them at once. It takes old pods down in
+steps of at most maxSurge + maxUnavailable, the first maxUnavailable at once and each later step
+only once new pods are available, i.e. minReadySeconds M after they became ready: steps are at
+least M apart, so within any G seconds at most ceil(G / M) steps overlap. Without
+minReadySeconds nothing bounds the pace and every old pod may be terminating at once.
+*/}}
+{{- define "keelson.terminatingPods" -}}
+{{- $replicas := include "keelson.maxReplicas" . | int }}
+{{- $surge := include "keelson.maxSurge" . | int }}
+{{- $unavailable := include "keelson.maxUnavailable" . | int }}
+{{- $grace := include "keelson.terminationGracePeriodSeconds" . | int }}
+{{- $minReady := .Values.minReadySeconds | int }}
+{{- if gt $minReady 0 }}
+{{- $steps := div (add $grace $minReady -1) $minReady }}
+{{- min $replicas (add $unavailable (mul (add $surge $unavailable) $steps)) }}
+{{- else }}
+{{- $replicas }}
 {{- end }}
 {{- end }}
 
@@ -254,38 +282,62 @@ Included once, from deployment.yaml.
 {{- if le (.Values.probes.readiness.timeoutSeconds | float64) (.Values.config.readinessTimeoutSeconds | float64) }}
 {{- fail (printf "probes.readiness.timeoutSeconds (%v) must be greater than config.readinessTimeoutSeconds (%v): the probe would time out before /readyz answers" .Values.probes.readiness.timeoutSeconds .Values.config.readinessTimeoutSeconds) }}
 {{- end }}
+{{- if and (eq (include "keelson.maxSurge" . | int) 0) (eq (include "keelson.maxUnavailable" . | int) 0) }}
+{{- fail (printf "rollingUpdate.maxSurge (%v) and rollingUpdate.maxUnavailable (%v) are both 0 pods at %s replicas: the rollout could never replace a pod; allow at least one surge pod" .Values.rollingUpdate.maxSurge .Values.rollingUpdate.maxUnavailable (include "keelson.maxReplicas" .)) }}
+{{- end }}
+{{- include "keelson.validatePdb" . }}
+{{- if le (.Values.progressDeadlineSeconds | int) (.Values.minReadySeconds | int) }}
+{{- fail (printf "progressDeadlineSeconds (%d) must exceed minReadySeconds (%d): every rollout would be reported failed" (.Values.progressDeadlineSeconds | int) (.Values.minReadySeconds | int)) }}
+{{- end }}
+{{- include "keelson.validateScrape" . }}
 {{- if and .Values.autoscaling.enabled (gt (.Values.autoscaling.minReplicas | int) (.Values.autoscaling.maxReplicas | int)) }}
 {{- fail (printf "autoscaling.minReplicas (%d) must not exceed autoscaling.maxReplicas (%d)" (.Values.autoscaling.minReplicas | int) (.Values.autoscaling.maxReplicas | int)) }}
 {{- end }}
 {{- end }}
 
 {{/*
-Connections the purge CronJob holds while it runs: `keelson purge-expired` opens one session at
-a time (batch, commit, next batch), so one connection; 0 when purge.enabled is false.
+Connections the purge Jobs hold while they run: `keelson purge-expired` opens one session at a
+time (batch, commit, next batch), so one per Job. concurrencyPolicy Forbid keeps scheduled runs
+apart, but a manual `kubectl create job --from=cronjob/...` is a Job of its own that the policy
+never sees, so it can run beside a scheduled one: two. 0 when purge.enabled is false.
 */}}
 {{- define "keelson.purgeConnections" -}}
-{{- ternary 1 0 .Values.purge.enabled }}
+{{- ternary 2 0 .Values.purge.enabled }}
 {{- end }}
 
 {{/*
-Connection-pool budget. Every pod may open DB_POOL_SIZE + DB_MAX_OVERFLOW connections; at the
-peak of a rollout there are maxReplicas + maxSurge pods, the migration Job holds its own, and the
-purge CronJob may run at the same moment. All of it must fit in what PostgreSQL accepts minus
-what is reserved for others.
+Connection-pool budget: everything that can hold connections at the same moment must fit in
+what PostgreSQL accepts minus what is reserved for others. Each server pod opens up to
+DB_POOL_SIZE + DB_MAX_OVERFLOW. At the peak of a rollout at full scale there are maxReplicas
+pods, maxSurge new ones, and the old ones still terminating (keelson.terminatingPods); the
+migration hook Job holds its own; the purge Jobs theirs. docs/kubernetes.md shows the arithmetic.
 */}}
 {{- define "keelson.validatePoolBudget" -}}
 {{- $replicas := include "keelson.maxReplicas" . | int }}
 {{- $surge := include "keelson.maxSurge" . | int }}
+{{- $terminating := include "keelson.terminatingPods" . | int }}
 {{- $pool := .Values.database.poolSize | int }}
 {{- $overflow := .Values.database.maxOverflow | int }}
 {{- $job := ternary (.Values.migrations.dbConnections | int) 0 .Values.migrations.enabled }}
 {{- $purge := include "keelson.purgeConnections" . | int }}
-{{- $demand := add (mul (add $replicas $surge) (add $pool $overflow)) $job $purge }}
+{{- $pods := add $replicas $surge $terminating }}
+{{- $demand := add (mul $pods (add $pool $overflow)) $job $purge }}
 {{- $max := .Values.database.maxConnections | int }}
 {{- $reserved := .Values.database.reservedConnections | int }}
 {{- $budget := sub $max $reserved }}
 {{- if gt $demand $budget }}
-{{- fail (printf "connection pool budget exceeded: (maxReplicas %d + maxSurge %d) * (poolSize %d + maxOverflow %d) + migration job %d + purge job %d = %d > database.maxConnections %d - database.reservedConnections %d = %d; lower autoscaling.maxReplicas/replicaCount, rollingUpdate.maxSurge, database.poolSize or database.maxOverflow, or raise database.maxConnections" $replicas $surge $pool $overflow $job $purge $demand $max $reserved $budget) }}
+{{- fail (printf "connection pool budget exceeded: (maxReplicas %d + maxSurge %d + terminating %d) * (poolSize %d + maxOverflow %d) + migration job %d + purge jobs %d = %d > database.maxConnections %d - database.reservedConnections %d = %d; terminating = %s; lower autoscaling.maxReplicas/replicaCount, rollingUpdate.maxSurge, database.poolSize or database.maxOverflow, raise minReadySeconds, or raise database.maxConnections" $replicas $surge $terminating $pool $overflow $job $purge $demand $max $reserved $budget (include "keelson.terminatingExplained" .)) }}
+{{- end }}
+{{- end }}
+
+{{/* How the terminating-pod count came about, for the budget's failure message. */}}
+{{- define "keelson.terminatingExplained" -}}
+{{- $grace := include "keelson.terminationGracePeriodSeconds" . | int }}
+{{- $minReady := .Values.minReadySeconds | int }}
+{{- if gt $minReady 0 -}}
+min(maxReplicas {{ include "keelson.maxReplicas" . }}, maxUnavailable {{ include "keelson.maxUnavailable" . }} + (maxSurge {{ include "keelson.maxSurge" . }} + maxUnavailable {{ include "keelson.maxUnavailable" . }}) * ceil(terminationGracePeriodSeconds {{ $grace }} / minReadySeconds {{ $minReady }}))
+{{- else -}}
+maxReplicas {{ include "keelson.maxReplicas" . }} (minReadySeconds 0 does not bound how many old pods terminate at once)
 {{- end }}
 {{- end }}
 
@@ -361,4 +413,41 @@ kube-dns pods, so pinning their labels breaks resolution) and PostgreSQL.
     {{- toYaml . | nindent 4 }}
     {{- end }}
   {{- end }}
+{{- end }}
+
+{{/*
+A PodDisruptionBudget that allows no disruption blocks every node drain forever (kubectl drain
+and cluster upgrades wait on it). Kubernetes rounds a percentage maxUnavailable up.
+*/}}
+{{- define "keelson.validatePdb" -}}
+{{- $replicas := ternary .Values.autoscaling.minReplicas .Values.replicaCount .Values.autoscaling.enabled | int }}
+{{- if and .Values.podDisruptionBudget.enabled (gt $replicas 1) }}
+{{- $allowed := include "keelson.scaledCount" (dict "value" .Values.podDisruptionBudget.maxUnavailable "of" $replicas "roundUp" true) | int }}
+{{- if lt $allowed 1 }}
+{{- fail (printf "podDisruptionBudget.maxUnavailable (%v) allows no disruption at %d replicas: node drains would block forever; use at least 1" .Values.podDisruptionBudget.maxUnavailable $replicas) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A Prometheus duration ("1m30s", "500ms") in milliseconds. */}}
+{{- define "keelson.durationMs" -}}
+{{- $units := dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000 "d" 86400000 "w" 604800000 "y" 31536000000 }}
+{{- $total := 0 }}
+{{- range regexFindAll "[0-9]+(ms|s|m|h|d|w|y)" . -1 }}
+{{- $unit := regexFind "(ms|s|m|h|d|w|y)$" . }}
+{{- $total = add $total (mul (trimSuffix $unit . | int64) (get $units $unit)) }}
+{{- end }}
+{{- $total }}
+{{- end }}
+
+{{/* Prometheus refuses a scrape config whose timeout is not below its interval. */}}
+{{- define "keelson.validateScrape" -}}
+{{- $sm := .Values.metrics.serviceMonitor }}
+{{- if $sm.enabled }}
+{{- $interval := include "keelson.durationMs" $sm.interval | int64 }}
+{{- $timeout := include "keelson.durationMs" $sm.scrapeTimeout | int64 }}
+{{- if ge $timeout $interval }}
+{{- fail (printf "metrics.serviceMonitor.scrapeTimeout (%s) must be shorter than metrics.serviceMonitor.interval (%s): Prometheus refuses the scrape config" $sm.scrapeTimeout $sm.interval) }}
+{{- end }}
+{{- end }}
 {{- end }}
