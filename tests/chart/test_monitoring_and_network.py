@@ -125,7 +125,7 @@ def test_dashboards_configmap_matches_the_files(chart: Chart) -> None:
 
 
 def test_network_policy_covers_every_pod_of_the_release(default_render: Rendered) -> None:
-    policy = default_render.one("NetworkPolicy")["spec"]
+    policy = default_render.one("NetworkPolicy", "keelson")["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     selector = policy["podSelector"]["matchLabels"].items()
     kinds = {workload["kind"] for workload in workloads(default_render)}

@@ -150,60 +150,184 @@ OTEL_SERVICE_NAME: {{ .Values.config.otelServiceName | quote }}
 {{- end }}
 {{- end }}
 
-{{/* Secret settings (stringData) when the chart manages the Secret. */}}
+{{/* Secret settings (stringData) when the chart manages the Secret, under the secret.keys names. */}}
 {{- define "keelson.secretData" -}}
-DATABASE_URL: {{ .Values.secret.databaseUrl | quote }}
-SECRET_KEY: {{ .Values.secret.secretKey | quote }}
-FIRST_SUPERUSER_PASSWORD: {{ .Values.secret.firstSuperuserPassword | quote }}
+{{- $keys := .Values.secret.keys }}
+{{- if .Values.secret.databaseUrl }}
+{{ $keys.databaseUrl }}: {{ .Values.secret.databaseUrl | quote }}
+{{- end }}
+{{ $keys.secretKey }}: {{ .Values.secret.secretKey | quote }}
+{{ $keys.firstSuperuserPassword }}: {{ .Values.secret.firstSuperuserPassword | quote }}
 {{- if .Values.secret.smtpPassword }}
-SMTP_PASSWORD: {{ .Values.secret.smtpPassword | quote }}
+{{ $keys.smtpPassword }}: {{ .Values.secret.smtpPassword | quote }}
 {{- end }}
 {{- if .Values.secret.jwtPreviousKeys }}
-JWT_PREVIOUS_KEYS: {{ .Values.secret.jwtPreviousKeys | quote }}
+{{ $keys.jwtPreviousKeys }}: {{ .Values.secret.jwtPreviousKeys | quote }}
+{{- end }}
+{{- if .Values.secret.migrationDatabaseUrl }}
+{{ $keys.migrationDatabaseUrl }}: {{ .Values.secret.migrationDatabaseUrl | quote }}
 {{- end }}
 {{- end }}
 
 {{/*
 Environment of every keelson container: the ConfigMap wholesale, then each secret key by name
 (so a missing required key in an existingSecret is an error the kubelet reports, not a silent
-default; SMTP_PASSWORD and JWT_PREVIOUS_KEYS are optional and may be absent).
-Call with (dict "root" $ "configMap" NAME "secret" NAME).
+default; SMTP_PASSWORD, JWT_PREVIOUS_KEYS and MIGRATION_DATABASE_URL are optional). Key names
+follow secret.keys; DATABASE_URL may come from another Secret (database.urlSecret, e.g.
+CloudNativePG's <cluster>-app key uri). MIGRATION_DATABASE_URL reaches the migration Job only.
+Call with (dict "root" $ "configMap" NAME "secret" NAME ["migration" true]).
 */}}
 {{- define "keelson.env" -}}
+{{- $v := .root.Values }}
+{{- $keys := $v.secret.keys }}
 envFrom:
   - configMapRef:
       name: {{ .configMap }}
+  {{- with $v.extraEnvFrom }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 env:
   - name: DATABASE_URL
     valueFrom:
       secretKeyRef:
+        {{- if $v.database.urlSecret.name }}
+        name: {{ $v.database.urlSecret.name }}
+        key: {{ $v.database.urlSecret.key }}
+        {{- else }}
         name: {{ .secret }}
-        key: DATABASE_URL
+        key: {{ $keys.databaseUrl }}
+        {{- end }}
+  {{- if .migration }}
+  - name: MIGRATION_DATABASE_URL
+    valueFrom:
+      secretKeyRef:
+        {{- if $v.database.migrationUrlSecret.name }}
+        name: {{ $v.database.migrationUrlSecret.name }}
+        key: {{ $v.database.migrationUrlSecret.key }}
+        {{- else }}
+        name: {{ .secret }}
+        key: {{ $keys.migrationDatabaseUrl }}
+        optional: true
+        {{- end }}
+  {{- end }}
   - name: SECRET_KEY
     valueFrom:
       secretKeyRef:
         name: {{ .secret }}
-        key: SECRET_KEY
+        key: {{ $keys.secretKey }}
   - name: FIRST_SUPERUSER_PASSWORD
     valueFrom:
       secretKeyRef:
         name: {{ .secret }}
-        key: FIRST_SUPERUSER_PASSWORD
+        key: {{ $keys.firstSuperuserPassword }}
   - name: SMTP_PASSWORD
     valueFrom:
       secretKeyRef:
         name: {{ .secret }}
-        key: SMTP_PASSWORD
+        key: {{ $keys.smtpPassword }}
         optional: true
   - name: JWT_PREVIOUS_KEYS
     valueFrom:
       secretKeyRef:
         name: {{ .secret }}
-        key: JWT_PREVIOUS_KEYS
+        key: {{ $keys.jwtPreviousKeys }}
         optional: true
-  {{- with .root.Values.extraEnv }}
+  {{- with $v.database.tls.sslmode }}
+  # libpq's variables, which asyncpg reads when DATABASE_URL sets no ssl= of its own.
+  - name: PGSSLMODE
+    value: {{ . | quote }}
+  {{- end }}
+  {{- if $v.database.tls.caSecret.name }}
+  - name: PGSSLROOTCERT
+    value: /etc/keelson/db-ca/ca.crt
+  {{- end }}
+  {{- with $v.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
+{{- end }}
+
+{{/*
+Pod-level settings of a Job's pods, falling back to the server pods' (the Airflow chart's
+shape): annotations and labels are the global ones merged with the Job's own (the Job's win, so
+`sidecar.istio.io/inject: "false"` can switch a mesh sidecar off for a pod that must exit);
+affinity, nodeSelector, tolerations and priorityClassName are the Job's when set, else the
+global ones. Call with (dict "root" $ "job" .Values.migrations).
+*/}}
+{{- define "keelson.jobPodAnnotations" -}}
+{{- $merged := merge (deepCopy (.job.podAnnotations | default dict)) (deepCopy (.root.Values.podAnnotations | default dict)) }}
+{{- with $merged }}{{ toYaml . }}{{ end }}
+{{- end }}
+
+{{- define "keelson.jobPodLabels" -}}
+{{- $merged := merge (deepCopy (.job.podLabels | default dict)) (deepCopy (.root.Values.podLabels | default dict)) }}
+{{- with $merged }}{{ toYaml . }}{{ end }}
+{{- end }}
+
+{{- define "keelson.jobPodScheduling" -}}
+{{- with (.job.priorityClassName | default .root.Values.priorityClassName) }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with (.job.nodeSelector | default .root.Values.nodeSelector) }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (.job.affinity | default .root.Values.affinity) }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (.job.tolerations | default .root.Values.tolerations) }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* A Job's container resources: its own when set, else the server pods'. */}}
+{{- define "keelson.jobResources" -}}
+{{- toYaml (.job.resources | default .root.Values.resources) }}
+{{- end }}
+
+{{/*
+ServiceAccount of the migration hook: its own hook-time copy (with serviceAccount.annotations,
+so workload identity works in the hook too) when the chart creates ServiceAccounts, else the
+existing one named by serviceAccount.name, which must exist before the install.
+*/}}
+{{- define "keelson.migrateServiceAccountName" -}}
+{{- if .Values.serviceAccount.create }}{{ include "keelson.migrateName" . }}{{ else }}{{ include "keelson.serviceAccountName" . }}{{ end }}
+{{- end }}
+
+{{/* Volumes of every keelson pod: the writable /tmp, plus extraVolumes. */}}
+{{- define "keelson.volumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+{{- with .Values.database.tls.caSecret }}
+{{- if .name }}
+# The CA that signed PostgreSQL's certificate (PGSSLROOTCERT points at it).
+- name: db-ca
+  secret:
+    secretName: {{ .name }}
+    items:
+      - key: {{ .key }}
+        path: ca.crt
+{{- end }}
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Volume mounts of every keelson container: /tmp, the database CA, plus extraVolumeMounts. */}}
+{{- define "keelson.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.database.tls.caSecret.name }}
+- name: db-ca
+  mountPath: /etc/keelson/db-ca
+  readOnly: true
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* Container security context shared by the server, the migration Job, the purge CronJob and the test pod. */}}
@@ -344,8 +468,8 @@ maxReplicas {{ include "keelson.maxReplicas" . }} (minReadySeconds 0 does not bo
 {{/* The chart-managed Secret needs real values; the service refuses weak ones outside ENVIRONMENT=local. */}}
 {{- define "keelson.validateSecrets" -}}
 {{- if not .Values.secret.existingSecret }}
-{{- if not .Values.secret.databaseUrl }}
-{{- fail "secret.databaseUrl is required (postgresql://USER:PASSWORD@HOST:5432/DB), or set secret.existingSecret to a Secret with DATABASE_URL, SECRET_KEY and FIRST_SUPERUSER_PASSWORD" }}
+{{- if and (not .Values.secret.databaseUrl) (not .Values.database.urlSecret.name) }}
+{{- fail "secret.databaseUrl is required (postgresql://USER:PASSWORD@HOST:5432/DB), or set database.urlSecret to the Secret holding it, or secret.existingSecret to a Secret with DATABASE_URL, SECRET_KEY and FIRST_SUPERUSER_PASSWORD" }}
 {{- end }}
 {{- if not .Values.secret.secretKey }}
 {{- fail "secret.secretKey is required (generate one: python -c 'import secrets; print(secrets.token_urlsafe(48))'), or set secret.existingSecret" }}
