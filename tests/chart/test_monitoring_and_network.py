@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -14,6 +17,7 @@ from tests.chart.chartlib import (
     Rendered,
     containers,
     pod_labels,
+    run,
     validate_object,
     workloads,
 )
@@ -101,13 +105,136 @@ def test_a_metrics_port_equal_to_the_api_port_is_refused(chart: Chart) -> None:
     assert "metrics.port (8000) must differ from server.port" in error
 
 
-def test_prometheus_rule_carries_the_rules_file_verbatim(chart: Chart) -> None:
-    rules = chart.render(api_versions=[MONITORING_API]).all("PrometheusRule")
-    if not RULES_FILE.exists():
-        assert rules == []
-        return
-    (rule,) = rules
-    assert rule["spec"] == {"groups": yaml.safe_load(RULES_FILE.read_text())["groups"]}
+SCOPE = 'namespace="keelson",job="keelson-metrics"'
+RUNBOOK_BASE = "https://github.com/keelson/keelson/blob/main/docs/observability.md"
+
+
+def test_prometheus_rule_is_the_rules_file_scoped_to_the_release(chart: Chart) -> None:
+    (rule,) = chart.render(api_versions=[MONITORING_API]).all("PrometheusRule")
+    original = yaml.safe_load(RULES_FILE.read_text())["groups"]
+    rendered = rule["spec"]["groups"]
+    assert [g["name"] for g in rendered] == [g["name"] for g in original]
+    for group, source in zip(rendered, original, strict=True):
+        for scoped, plain in zip(group["rules"], source["rules"], strict=True):
+            expr = scoped["expr"]
+            # Every selector names this release; taking that back out gives the file's expr.
+            unscoped = expr.replace(f"{{{SCOPE},", "{").replace(f"{{{SCOPE}}}", "")
+            assert unscoped == plain["expr"], scoped.get("record") or scoped.get("alert")
+            assert expr.count(SCOPE) == len(promql_metric_names(plain["expr"], occurrences=True))
+            assert {k: v for k, v in scoped.items() if k not in {"expr", "annotations"}} == {
+                k: v for k, v in plain.items() if k not in {"expr", "annotations"}
+            }
+
+
+def promql_metric_names(expr: str, *, occurrences: bool = False) -> list[str]:
+    """Metric selectors in an expression: Keelson metrics, namespace_job: recordings and up."""
+    pattern = r"(?<![\w:])(keelson_\w+|namespace_job:[\w:]+|up)(?![\w:(])"
+    return re.findall(pattern, expr) if occurrences else sorted(set(re.findall(pattern, expr)))
+
+
+def test_runbook_urls_are_absolute_and_follow_the_value(chart: Chart) -> None:
+    base = "https://runbooks.example.org/keelson"
+    values = {"metrics": {"prometheusRule": {"runbookBaseUrl": base}}}
+    (rule,) = chart.render(values, api_versions=[MONITORING_API]).all("PrometheusRule")
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    assert alerts
+    for alert in alerts:
+        assert alert["annotations"]["runbook_url"] == f"{base}#{alert['alert'].lower()}"
+
+
+def test_two_releases_never_count_each_others_series(
+    chart: Chart, promtool: str, tmp_path: Path
+) -> None:
+    """Release "keelson" burns its error budget 20x; release "other" beside it serves only 200s.
+    Each release's own rules see only its own series: one alert, for the right job."""
+    for name, values in {"keelson": {}, "other": {"fullnameOverride": "other"}}.items():
+        (rule,) = chart.render(values, api_versions=[MONITORING_API]).all("PrometheusRule")
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    series = (
+        'keelson_http_requests_total{{namespace="keelson", job="{job}", instance="{ip}:9090",'
+        ' method="GET", route="/api/v1/items/", status="{status}"}}'
+    )
+    case = {
+        "rule_files": ["keelson.yaml", "other.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": series.format(job="keelson-metrics", ip="10.0.0.1", status="200"),
+                        "values": "0+49x120",
+                    },
+                    {
+                        "series": series.format(job="keelson-metrics", ip="10.0.0.1", status="500"),
+                        "values": "0+1x120",
+                    },
+                    {
+                        "series": series.format(job="other-metrics", ip="10.0.0.2", status="200"),
+                        "values": "0+50x120",
+                    },
+                ],
+                "promql_expr_test": [
+                    {
+                        "expr": "round(namespace_job:keelson_http_errors:ratio_rate5m, 0.0001)",
+                        "eval_time": "65m",
+                        "exp_samples": [
+                            {
+                                "labels": '{namespace="keelson", job="keelson-metrics"}',
+                                "value": 0.02,
+                            },
+                            {"labels": '{namespace="keelson", job="other-metrics"}', "value": 0},
+                        ],
+                    }
+                ],
+                "alert_rule_test": [
+                    {
+                        "alertname": "KeelsonErrorBudgetBurnFast",
+                        "eval_time": "65m",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "slo": "availability",
+                                    "namespace": "keelson",
+                                    "job": "keelson-metrics",
+                                },
+                                "exp_annotations": {
+                                    "summary": "Keelson is burning its availability error"
+                                    " budget 14.4 times too fast.",
+                                    "description": "2% of requests to keelson/keelson-metrics"
+                                    " failed with a 5xx over the last hour (and still over the"
+                                    " last 5 minutes); the SLO allows 0.1%. At this rate the"
+                                    " 30-day error budget is gone in about two days.",
+                                    "runbook_url": f"{RUNBOOK_BASE}#keelsonerrorbudgetburnfast",
+                                },
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(case))
+    check = run([promtool, "check", "rules", str(tmp_path / "keelson.yaml")])
+    assert check.returncode == 0, check.stdout + check.stderr
+    result = run([promtool, "test", "rules", str(tmp_path / "test.yaml")])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_each_release_gets_its_own_dashboard_uid_and_title(chart: Chart) -> None:
+    def dashboard(values: dict[str, Any]) -> dict[str, Any]:
+        configmap = chart.render(values).one(
+            "ConfigMap", values.get("fullnameOverride", "keelson") + "-dashboards"
+        )
+        return dict(json.loads(configmap["data"]["keelson.json"]))
+
+    first, second = dashboard({}), dashboard({"fullnameOverride": "other"})
+    assert first["uid"] == dashboard({})["uid"]  # stable across upgrades
+    assert first["uid"] != second["uid"]
+    assert first["uid"].startswith("keelson-overview-")
+    assert len(first["uid"]) <= 40
+    assert first["title"] != second["title"]
 
 
 def test_dashboards_configmap_matches_the_files(chart: Chart) -> None:
@@ -118,7 +245,13 @@ def test_dashboards_configmap_matches_the_files(chart: Chart) -> None:
     assert configmap is not None
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert configmap["metadata"]["annotations"]["grafana_folder"] == "Keelson"
-    assert configmap["data"] == {path.name: path.read_text() for path in DASHBOARDS}
+    assert set(configmap["data"]) == {path.name for path in DASHBOARDS}
+    for path in DASHBOARDS:
+        shipped, source = json.loads(configmap["data"][path.name]), json.loads(path.read_text())
+        # Only the identity differs (per release); every panel and query is the file's.
+        assert {k: v for k, v in shipped.items() if k not in {"uid", "title"}} == {
+            k: v for k, v in source.items() if k not in {"uid", "title"}
+        }
 
 
 # -- NetworkPolicy -----------------------------------------------------------------------------
