@@ -445,12 +445,37 @@ migration hook Job holds its own; the purge Jobs theirs. docs/kubernetes.md show
 {{- $job := ternary (.Values.migrations.dbConnections | int) 0 .Values.migrations.enabled }}
 {{- $purge := include "keelson.purgeConnections" . | int }}
 {{- $pods := add $replicas $surge $terminating }}
-{{- $demand := add (mul $pods (add $pool $overflow)) $job $purge }}
+{{- $servers := mul $pods (add $pool $overflow) }}
 {{- $max := .Values.database.maxConnections | int }}
 {{- $reserved := .Values.database.reservedConnections | int }}
 {{- $budget := sub $max $reserved }}
+{{- $explained := include "keelson.terminatingExplained" . }}
+{{- if eq .Values.database.pooler.mode "pgbouncer" }}
+{{- /*
+Behind a transaction-mode pooler the servers and purge Jobs are the pooler's clients; PostgreSQL
+sees only the pooler's server pools, plus the migration Job, which connects directly
+(MIGRATION_DATABASE_URL: session advisory locks and DDL do not belong behind a transaction pooler).
+*/}}
+{{- $p := .Values.database.pooler }}
+{{- $clients := add $servers $purge }}
+{{- if gt $clients ($p.maxClientConnections | int) }}
+{{- fail (printf "pooler client budget exceeded: (maxReplicas %d + maxSurge %d + terminating %d) * (poolSize %d + maxOverflow %d) + purge jobs %d = %d > database.pooler.maxClientConnections %d (one pooler pod must take every client when another goes away); terminating = %s" $replicas $surge $terminating $pool $overflow $purge $clients ($p.maxClientConnections | int) $explained) }}
+{{- end }}
+{{- $serverSide := add (mul ($p.instances | int) ($p.serverPoolSize | int)) $job }}
+{{- if gt $serverSide $budget }}
+{{- fail (printf "connection pool budget exceeded: database.pooler.instances %d * database.pooler.serverPoolSize %d + migration job %d = %d > database.maxConnections %d - database.reservedConnections %d = %d; lower the pooler's pool or instances, or raise database.maxConnections" ($p.instances | int) ($p.serverPoolSize | int) $job $serverSide $max $reserved $budget) }}
+{{- end }}
+{{- else }}
+{{- $demand := add $servers $job $purge }}
 {{- if gt $demand $budget }}
-{{- fail (printf "connection pool budget exceeded: (maxReplicas %d + maxSurge %d + terminating %d) * (poolSize %d + maxOverflow %d) + migration job %d + purge jobs %d = %d > database.maxConnections %d - database.reservedConnections %d = %d; terminating = %s; lower autoscaling.maxReplicas/replicaCount, rollingUpdate.maxSurge, database.poolSize or database.maxOverflow, raise minReadySeconds, or raise database.maxConnections" $replicas $surge $terminating $pool $overflow $job $purge $demand $max $reserved $budget (include "keelson.terminatingExplained" .)) }}
+{{- fail (printf "connection pool budget exceeded: (maxReplicas %d + maxSurge %d + terminating %d) * (poolSize %d + maxOverflow %d) + migration job %d + purge jobs %d = %d > database.maxConnections %d - database.reservedConnections %d = %d; terminating = %s; lower autoscaling.maxReplicas/replicaCount, rollingUpdate.maxSurge, database.poolSize or database.maxOverflow, raise minReadySeconds, or raise database.maxConnections" $replicas $surge $terminating $pool $overflow $job $purge $demand $max $reserved $budget $explained) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.database.pooler.cloudnativepg.enabled (ne .Values.database.pooler.mode "pgbouncer") }}
+{{- fail "database.pooler.cloudnativepg.enabled renders a transaction-mode PgBouncer: set database.pooler.mode=pgbouncer so Keelson behaves correctly behind it" }}
+{{- end }}
+{{- if and .Values.database.pooler.cloudnativepg.enabled (not .Values.database.pooler.cloudnativepg.cluster) }}
+{{- fail "database.pooler.cloudnativepg.cluster is required: the name of the CloudNativePG Cluster the Pooler fronts" }}
 {{- end }}
 {{- end }}
 
