@@ -382,3 +382,23 @@ def test_readme_descriptions_match_values_yaml() -> None:
     descriptions = values_descriptions()
     for path in leaf_paths(VALUES, SCHEMA):
         assert rows[path] == descriptions[path], path
+
+
+# -- chart metadata ----------------------------------------------------------------------------
+
+CHART_YAML = yaml.safe_load((CHART / "Chart.yaml").read_text())
+
+
+def test_chart_metadata_is_complete_for_artifact_hub() -> None:
+    assert CHART_YAML["maintainers"]
+    assert CHART_YAML["home"] == CHART_YAML["sources"][0]
+    prefix = "https://raw.githubusercontent.com/keelson/keelson/main/"
+    assert CHART_YAML["icon"].startswith(prefix)
+    icon = CHART.parents[1] / CHART_YAML["icon"].removeprefix(prefix)
+    assert icon.read_text().lstrip().startswith("<svg"), "the icon URL names a file in this repo"
+    annotations = CHART_YAML["annotations"]
+    (image,) = yaml.safe_load(annotations["artifacthub.io/images"])
+    assert image["image"] == f"{VALUES['image']['repository']}:{CHART_YAML['appVersion']}"
+    for change in yaml.safe_load(annotations["artifacthub.io/changes"]):
+        assert change["kind"] in {"added", "changed", "deprecated", "removed", "fixed", "security"}
+        assert change["description"]
