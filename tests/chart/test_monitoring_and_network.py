@@ -370,6 +370,8 @@ def test_smtp_and_otlp_egress_open_only_when_configured(chart: Chart) -> None:
 def test_helm_test_pod_checks_readiness_through_the_service(default_render: Rendered) -> None:
     pod = default_render.one("Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    # Kept after success, so `helm test --logs` (the e2e workflow runs it) can read its logs.
+    assert pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation"
     assert pod["spec"]["restartPolicy"] == "Never"
     (container,) = containers(pod)
     script = container["command"][-1]
