@@ -36,6 +36,8 @@ REQUIRED_VALUES: dict[str, Any] = {
 CRD_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring-v1.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring-v1.json",
+    ("postgresql.cnpg.io/v1", "Pooler"): "pooler-postgresql-cnpg-v1.json",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproute-gateway-v1.json",
 }
 
 MONITORING_API = "monitoring.coreos.com/v1"

@@ -37,6 +37,13 @@ def checkov() -> str:
 
 
 @pytest.fixture(scope="session")
+def promtool() -> str:
+    return require_tool(
+        "promtool", Path("/usr/bin/promtool"), hint="apt-get install prometheus (promtool)"
+    )
+
+
+@pytest.fixture(scope="session")
 def chart(helm: str) -> Chart:
     return Chart(helm)
 

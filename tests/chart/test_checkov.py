@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.chartlib import MONITORING_API, REPO, Chart, run
+from tests.chart.chartlib import MONITORING_API, REPO, Chart, deep_merge, run
+from tests.chart.test_render_matrix import MATRIX
 
 # Checks that do not apply anywhere in this repository, passed to checkov as --skip-check.
 SKIPPED = {
@@ -28,10 +29,14 @@ SKIPPED = {
 
 # Failures accepted on named resources only; anything else checkov flags fails the test.
 ACCEPTED = {
-    ("CKV_K8S_8", r"^Pod\.keelson\.keelson-test-readiness$"): "the helm test pod runs once and"
-    " exits; a liveness probe has nothing to watch",
-    ("CKV_K8S_9", r"^Pod\.keelson\.keelson-test-readiness$"): "the helm test pod is never a"
-    " Service endpoint; readiness has no meaning for it",
+    (
+        "CKV_K8S_8",
+        r"^Pod\.keelson\.(keelson|platform)-test-readiness$",
+    ): "the helm test pod runs once and exits; a liveness probe has nothing to watch",
+    (
+        "CKV_K8S_9",
+        r"^Pod\.keelson\.(keelson|platform)-test-readiness$",
+    ): "the helm test pod is never a Service endpoint; readiness has no meaning for it",
     ("CKV_K8S_40", r"^StatefulSet\.keelson-dev\.keelson-postgres$"): "the development PostgreSQL"
     " runs as the postgres image's own UID 70, which owns its data directory layout",
 }
@@ -44,6 +49,14 @@ def checkov_report(
     target = tmp_path_factory.mktemp("checkov")
     rendered = chart.render(api_versions=[MONITORING_API])
     (target / "chart.yaml").write_text(yaml.safe_dump_all(rendered.objects))
+    # The render matrix's "platform" install (pooler, CloudNativePG, TLS, mesh annotations, extra
+    # volumes and env), under another name so its resources do not collide with the defaults'.
+    platform = MATRIX["platform"]
+    platform_values = deep_merge(platform["values"], {"fullnameOverride": "platform"})
+    platform_render = chart.render(
+        platform_values, with_required=False, api_versions=platform["api_versions"]
+    )
+    (target / "platform.yaml").write_text(yaml.safe_dump_all(platform_render.objects))
     kustomized = run([kubectl, "kustomize", "k8s/overlays/dev"])
     assert kustomized.returncode == 0, kustomized.stderr
     (target / "dev-overlay.yaml").write_text(kustomized.stdout)
@@ -99,7 +112,14 @@ HARDENING_CHECKS = {
 
 @pytest.mark.parametrize(
     "resource",
-    ["Deployment.keelson.keelson", "Job.keelson.keelson-migrate", "CronJob.keelson.keelson-purge"],
+    [
+        "Deployment.keelson.keelson",
+        "Job.keelson.keelson-migrate",
+        "CronJob.keelson.keelson-purge",
+        "Deployment.keelson.platform",
+        "Job.keelson.platform-migrate",
+        "CronJob.keelson.platform-purge",
+    ],
 )
 def test_every_chart_workload_passes_the_hardening_checks(
     checkov_report: list[dict[str, Any]], resource: str

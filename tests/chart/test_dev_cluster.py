@@ -200,7 +200,7 @@ def test_port_forward_targets_the_chart_service(chart: Chart) -> None:
     (release,) = config["deploy"]["helm"]["releases"]
     (forward,) = config["portForward"]
     rendered = chart.render(values_files=["charts/keelson/values-dev.yaml"], with_required=False)
-    service = rendered.one("Service")
+    service = rendered.one("Service", "keelson")
     assert forward["resourceType"] == "service"
     assert forward["resourceName"] == service["metadata"]["name"]
     assert forward["namespace"] == release["namespace"]

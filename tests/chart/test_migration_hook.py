@@ -7,12 +7,16 @@ from typing import Any
 import pytest
 
 from tests.chart.chartlib import (
+    NEWEST_KUBE,
     Chart,
     Rendered,
     containers,
     hook_events,
     hook_weight,
+    pod_labels,
     pod_spec,
+    pod_template,
+    validate_object,
 )
 
 MIGRATE_EVENTS = {"pre-install", "pre-upgrade"}
@@ -50,9 +54,15 @@ def test_job_runs_before_install_and_upgrade(default_render: Rendered) -> None:
     job = migration_job(default_render)
     assert hook_events(job) == MIGRATE_EVENTS
     assert hook_weight(job) == 0
-    policy = job["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
-    # Replaced by the next release's Job; never deleted on success, so its logs stay readable.
-    assert policy == "before-hook-creation"
+    annotations = job["metadata"]["annotations"]
+    # Deleted once it succeeded; a failed Job and its pods' logs stay (no hook-failed) until the
+    # next release's Job replaces them.
+    assert set(annotations["helm.sh/hook-delete-policy"].split(",")) == {
+        "before-hook-creation",
+        "hook-succeeded",
+    }
+    # Helm 4 copies a failed hook's logs into the install/upgrade output.
+    assert annotations["helm.sh/hook-output-log-policy"] == "hook-failed"
 
 
 def test_job_is_bounded_and_cleaned_up(default_render: Rendered) -> None:
@@ -95,7 +105,7 @@ def test_everything_the_job_reads_exists_at_a_lower_hook_weight(
 
 def test_hook_config_is_deleted_once_the_hook_is_over(default_render: Rendered) -> None:
     job = migration_job(default_render)
-    for kind, name in references(job):
+    for kind, name in references(job) | {("NetworkPolicy", "keelson-migrate")}:
         target = default_render.one(kind, name)
         policy = set(target["metadata"]["annotations"]["helm.sh/hook-delete-policy"].split(","))
         assert policy == {"before-hook-creation", "hook-succeeded", "hook-failed"}, (kind, name)
@@ -132,6 +142,149 @@ def test_migrations_off_renders_no_hooks_but_the_helm_test(chart: Chart) -> None
 
 
 def test_job_pods_are_not_selected_by_the_server_service(default_render: Rendered) -> None:
-    selector = default_render.one("Service")["spec"]["selector"]
+    selector = default_render.one("Service", "keelson")["spec"]["selector"]
     labels = migration_job(default_render)["spec"]["template"]["metadata"]["labels"]
     assert not selector.items() <= labels.items()
+
+
+# -- issue 16 item 4: a stuck migration must not hurt the running release ---------------------
+
+
+def test_the_lock_timeout_reaches_the_job(chart: Chart) -> None:
+    default = chart.render().one("ConfigMap", "keelson-migrate")["data"]
+    assert default["MIGRATION_LOCK_TIMEOUT_MS"] == "5000"
+    rendered = chart.render({"migrations": {"lockTimeoutMs": 1500}})
+    assert (
+        rendered.one("ConfigMap", "keelson-migrate")["data"]["MIGRATION_LOCK_TIMEOUT_MS"] == "1500"
+    )
+    job = migration_job(rendered)
+    for container in containers(job):
+        assert {"configMapRef": {"name": "keelson-migrate"}} in container["envFrom"]
+
+
+def test_the_migration_url_reaches_the_job_only(chart: Chart) -> None:
+    owner = "postgresql://owner:s3cret@db.example.internal:5432/keelson"
+    rendered = chart.render({"secret": {"migrationDatabaseUrl": owner}})
+    assert (
+        rendered.one("Secret", "keelson-migrate")["stringData"]["MIGRATION_DATABASE_URL"] == owner
+    )
+    for container in containers(migration_job(rendered)):
+        (env,) = [e for e in container["env"] if e["name"] == "MIGRATION_DATABASE_URL"]
+        assert env["valueFrom"]["secretKeyRef"] == {
+            "name": "keelson-migrate",
+            "key": "MIGRATION_DATABASE_URL",
+            "optional": True,
+        }
+    for workload in (rendered.deployment, rendered.one("CronJob")):
+        names = {e["name"] for c in containers(workload) for e in c["env"]}
+        assert "MIGRATION_DATABASE_URL" not in names
+    from_cnpg = chart.render({"database": {"migrationUrlSecret": {"name": "pg-superuser"}}})
+    for container in containers(migration_job(from_cnpg)):
+        (env,) = [e for e in container["env"] if e["name"] == "MIGRATION_DATABASE_URL"]
+        assert env["valueFrom"]["secretKeyRef"] == {"name": "pg-superuser", "key": "uri"}
+
+
+# -- issue 16 item 3: the hook carries the platform's identity, mesh and network settings -------
+
+IDENTITY = {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/keelson"}
+
+
+def test_the_hook_service_account_carries_the_workload_identity(chart: Chart) -> None:
+    rendered = chart.render({"serviceAccount": {"annotations": IDENTITY}})
+    job = migration_job(rendered)
+    account = rendered.one("ServiceAccount", pod_spec(job)["serviceAccountName"])
+    assert hook_weight(account) < hook_weight(job)
+    assert account["metadata"]["annotations"].items() >= IDENTITY.items()
+    assert rendered.one("ServiceAccount", "keelson")["metadata"]["annotations"] == IDENTITY
+
+
+def test_an_existing_service_account_is_used_by_the_job(chart: Chart) -> None:
+    rendered = chart.render({"serviceAccount": {"create": False, "name": "platform-keelson"}})
+    assert not rendered.all("ServiceAccount")
+    for workload in (migration_job(rendered), rendered.deployment, rendered.one("CronJob")):
+        assert pod_spec(workload)["serviceAccountName"] == "platform-keelson"
+
+
+JOB_POD_VALUES: dict[str, Any] = {
+    "podAnnotations": {"sidecar.istio.io/inject": "true", "team": "api"},
+    "podLabels": {"cost-center": "42"},
+    "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+    "priorityClassName": "normal",
+    "nodeSelector": {"pool": "general"},
+}
+JOB_OWN = {
+    "podAnnotations": {"sidecar.istio.io/inject": "false"},
+    "podLabels": {"job-kind": "batch"},
+    "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+    "priorityClassName": "batch-low",
+    "resources": {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"memory": "96Mi"}},
+}
+
+
+@pytest.mark.parametrize("job", ["migrations", "purge"])
+def test_job_pods_get_their_own_settings_over_the_global_ones(chart: Chart, job: str) -> None:
+    rendered = chart.render({**JOB_POD_VALUES, job: JOB_OWN})
+    workload = migration_job(rendered) if job == "migrations" else rendered.one("CronJob")
+    template = pod_template(workload)
+    # Merged, the Job's own winning: a mesh sidecar that never exits is switched off here only.
+    assert template["metadata"]["annotations"] == {
+        "sidecar.istio.io/inject": "false",
+        "team": "api",
+    }
+    assert pod_labels(workload).items() >= {"cost-center": "42", "job-kind": "batch"}.items()
+    spec = pod_spec(workload)
+    assert spec["affinity"] == JOB_OWN["affinity"]
+    assert spec["priorityClassName"] == "batch-low"
+    assert spec["nodeSelector"] == {"pool": "general"}  # not set for the Job: the global one
+    assert {c["name"]: c["resources"] for c in containers(workload)} == {
+        c["name"]: JOB_OWN["resources"] for c in containers(workload)
+    }
+    assert (
+        pod_template(rendered.deployment)["metadata"]["annotations"]["sidecar.istio.io/inject"]
+        == "true"
+    )
+
+
+@pytest.mark.parametrize("job", ["migrations", "purge"])
+def test_job_pods_fall_back_to_the_global_settings(chart: Chart, job: str) -> None:
+    rendered = chart.render(JOB_POD_VALUES)
+    workload = migration_job(rendered) if job == "migrations" else rendered.one("CronJob")
+    assert pod_template(workload)["metadata"]["annotations"] == JOB_POD_VALUES["podAnnotations"]
+    spec = pod_spec(workload)
+    assert spec["affinity"] == JOB_POD_VALUES["affinity"]
+    assert spec["priorityClassName"] == "normal"
+    server_resources = containers(rendered.deployment)[0]["resources"]
+    for container in containers(workload):
+        assert container["resources"] == server_resources
+
+
+def hook_network_policy(rendered: Rendered) -> dict[str, Any]:
+    return rendered.one("NetworkPolicy", "keelson-migrate")
+
+
+def test_a_hook_network_policy_lets_the_migration_reach_dns_and_postgres(
+    default_render: Rendered,
+) -> None:
+    """In a default-deny namespace the release's NetworkPolicy does not exist at pre-install."""
+    policy = hook_network_policy(default_render)
+    job = migration_job(default_render)
+    assert hook_events(policy) == MIGRATE_EVENTS
+    assert hook_weight(policy) < hook_weight(job)
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= pod_labels(job).items()
+    assert not selector.items() <= pod_labels(default_render.deployment).items()
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["ingress"] == []
+    assert policy["spec"]["egress"] == [
+        {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+        {"ports": [{"port": 5432, "protocol": "TCP"}]},
+    ]
+    validate_object(policy, NEWEST_KUBE)
+
+
+def test_the_hook_network_policy_follows_the_database_peers(chart: Chart) -> None:
+    cnpg = {"podSelector": {"matchLabels": {"cnpg.io/cluster": "pg"}}}
+    rendered = chart.render({"networkPolicy": {"database": {"to": [cnpg]}}})
+    _, postgres = hook_network_policy(rendered)["spec"]["egress"]
+    assert postgres["to"] == [cnpg]
+    assert not chart.render({"networkPolicy": {"enabled": False}}).all("NetworkPolicy")

@@ -59,10 +59,11 @@ def test_notes_name_the_hook_job_and_how_to_verify(notes: Notes) -> None:
 def test_notes_show_the_connection_budget(notes: Notes) -> None:
     text = notes()
     assert (
-        "(max replicas 4 + surge 1) x (pool 10 + overflow 5) + job 2 + purge 1 fits in 90" in text
+        "(max replicas 3 + surge 1 + terminating 1) x (pool 10 + overflow 5) + job 2 + purge 2"
+        " fits in 90" in text
     )
     text = notes({"purge": {"enabled": False}, "migrations": {"enabled": False}})
-    assert "(max replicas 4 + surge 1) x (pool 10 + overflow 5) fits in 90" in text
+    assert "(max replicas 3 + surge 1 + terminating 1) x (pool 10 + overflow 5) fits in 90" in text
 
 
 def test_notes_name_the_purge_cronjob_only_when_enabled(notes: Notes) -> None:
@@ -91,3 +92,18 @@ def test_notes_give_the_public_url_with_an_ingress(notes: Notes) -> None:
     text = notes({"ingress": {"enabled": True, "host": "api.example.org"}})
     assert "URL: https://api.example.org/" in text
     assert "port-forward" not in text
+
+
+def test_notes_name_the_metrics_service_and_the_hook_timeout(notes: Notes) -> None:
+    text = notes()
+    assert 'Metrics: /metrics on port 9090 through Service "keelson-metrics" only' in text
+    assert "or the Ingress).\n\nConnection budget: (max replicas 3" in text
+    assert "more than the Job's 300 s deadline plus an image pull" in text
+
+
+def test_notes_show_the_pooler_budget_behind_pgbouncer(notes: Notes) -> None:
+    text = notes({"database": {"pooler": {"mode": "pgbouncer"}}})
+    assert (
+        "Connection budget (behind PgBouncer): PostgreSQL holds pooler 2 x 20 + job 2 within 90"
+        " connections; each pooler pod accepts 1000 clients." in text
+    )

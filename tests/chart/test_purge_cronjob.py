@@ -90,7 +90,7 @@ def test_it_is_a_release_object_not_a_hook(default_render: Rendered) -> None:
 
 
 def test_its_pods_are_not_server_endpoints(default_render: Rendered) -> None:
-    selector = default_render.one("Service")["spec"]["selector"]
+    selector = default_render.one("Service", "keelson")["spec"]["selector"]
     labels = pod_labels(cronjob(default_render))
     assert labels["app.kubernetes.io/component"] == "purge"
     assert not selector.items() <= labels.items()

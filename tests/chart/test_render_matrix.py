@@ -38,6 +38,36 @@ MATRIX: dict[str, dict[str, Any]] = {
     },
     "ingress-tls": {"values": {"ingress": {"enabled": True}}},
     "skaffold-dev": {"values_files": DEV_VALUES, "with_required": False},
+    # A platform install: pooler, CloudNativePG, split roles, TLS, identity, mesh, extensions.
+    "platform": {
+        "values": {
+            "secret": {"existingSecret": "keelson-credentials"},
+            "serviceAccount": {"create": False, "name": "keelson-identity"},
+            "database": {
+                "urlSecret": {"name": "pg-pooler-url", "key": "uri"},
+                "migrationUrlSecret": {"name": "pg-app", "key": "uri"},
+                "tls": {"sslmode": "verify-full", "caSecret": {"name": "pg-ca"}},
+                "pooler": {
+                    "mode": "pgbouncer",
+                    "cloudnativepg": {"enabled": True, "cluster": "pg"},
+                },
+            },
+            "podAnnotations": {"sidecar.istio.io/inject": "true"},
+            "migrations": {"podAnnotations": {"sidecar.istio.io/inject": "false"}},
+            "purge": {"podAnnotations": {"sidecar.istio.io/inject": "false"}},
+            "extraEnvFrom": [{"secretRef": {"name": "external-settings"}}],
+            "extraVolumes": [{"name": "certs", "secret": {"secretName": "internal-ca"}}],
+            "extraVolumeMounts": [{"name": "certs", "mountPath": "/etc/ssl/internal"}],
+            "httpRoute": {"enabled": True},
+            "smtp": {"host": "smtp.example.org"},
+            "config": {"otelTracesExporter": "otlp"},
+            "networkPolicy": {
+                "database": {"to": [{"podSelector": {"matchLabels": {"cnpg.io/cluster": "pg"}}}]}
+            },
+        },
+        "with_required": False,
+        "api_versions": [MONITORING_API],
+    },
 }
 
 CELLS = [
@@ -94,6 +124,10 @@ def test_helm_lint_strict_passes(helm: str, case: str, tmp_path: Path) -> None:
 
 def test_defaults_render_the_full_production_set(chart: Chart) -> None:
     rendered = chart.render()
+    assert [s["metadata"]["name"] for s in rendered.all("Service")] == [
+        "keelson-metrics",
+        "keelson",
+    ]
     assert rendered.kinds() == {
         "ConfigMap",
         "CronJob",
@@ -150,7 +184,7 @@ def test_the_validator_rejects_unknown_kinds_and_removed_apis(default_render: Re
 
 
 def test_the_validator_rejects_unknown_fields(default_render: Rendered) -> None:
-    service = default_render.one("Service")
+    service = default_render.one("Service", "keelson")
     typo = {**service, "spec": {**service["spec"], "selecter": {}}}
     with pytest.raises(pytest.fail.Exception, match="selecter"):
         validate_object(typo, NEWEST_KUBE)

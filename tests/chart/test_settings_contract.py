@@ -29,6 +29,7 @@ DELIBERATE_DIFFERENCES = {
 # Values the chart bounds more tightly than the service, and why.
 STRICTER_THAN_THE_SERVICE = {
     "SERVER_PORT": "the container drops every capability, so it cannot bind a port below 1024",
+    "METRICS_PORT": "the same reason as SERVER_PORT: no capability to bind below 1024",
     "SERVER_HOST": "the service ignores an empty SERVER_HOST (its default applies); the chart"
     " refuses one rather than render a value that silently means something else",
 }

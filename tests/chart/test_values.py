@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.chart.chartlib import CHART, Chart, leaf_paths, schema_error_mentions
+from tests.chart.chartlib import CHART, Chart, leaf_paths, run, schema_error_mentions
 
 VALUES_TEXT = (CHART / "values.yaml").read_text()
 VALUES = yaml.safe_load(VALUES_TEXT)
@@ -23,23 +24,63 @@ BUDGET = "connection pool budget exceeded"
 
 
 def test_defaults_fit_the_budget_with_room_to_spare(chart: Chart) -> None:
-    """(4 + 1) * (10 + 5) + 2 + 1 = 78 <= 100 - 10."""
-    chart.render()
+    """(3 + 1 + 1) * (10 + 5) + 2 + 2 = 79 <= 100 - 10."""
+    rendered = chart.render()
+    assert rendered.deployment["spec"]["minReadySeconds"] == 30
+    assert rendered.one("HorizontalPodAutoscaler")["spec"]["maxReplicas"] == 3
+
+
+def test_terminating_pods_count_against_the_budget(chart: Chart) -> None:
+    """Issue 16 item 2: the old chart accepted 4 replicas, (4 + 1) * 15 + 2 + 1 = 78, but an old
+    pod keeps its pool through preStop and shutdown while its replacement already runs."""
+    error = chart.render_error({"autoscaling": {"maxReplicas": 4}})
+    assert (
+        "connection pool budget exceeded: (maxReplicas 4 + maxSurge 1 + terminating 1) * (poolSize"
+        " 10 + maxOverflow 5) + migration job 2 + purge jobs 2 = 94 > database.maxConnections 100"
+        " - database.reservedConnections 10 = 90; terminating = min(maxReplicas 4, maxUnavailable"
+        " 0 + (maxSurge 1 + maxUnavailable 0) * ceil(terminationGracePeriodSeconds 30 /"
+        " minReadySeconds 30))"
+    ) in error
+
+
+def test_without_min_ready_seconds_every_old_pod_may_be_terminating(chart: Chart) -> None:
+    error = chart.render_error({"minReadySeconds": 0})
+    assert "(maxReplicas 3 + maxSurge 1 + terminating 3) *" in error
+    assert "= 109 > " in error
+    assert "terminating = maxReplicas 3 (minReadySeconds 0 does not bound" in error
+    chart.render({"minReadySeconds": 0, "database": {"maxConnections": 119}})
+
+
+@pytest.mark.parametrize(
+    ("values", "terminating"),
+    [
+        ({"minReadySeconds": 15}, 2),  # ceil(30 / 15) steps overlap within one grace period
+        ({"minReadySeconds": 31}, 1),
+        ({"minReadySeconds": 7}, 3),  # ceil(30 / 7) = 5 steps, but only 3 old pods exist
+        ({"rollingUpdate": {"maxUnavailable": 1}}, 3),  # 1 at once + (1 + 1) per step
+        ({"lifecycle": {"shutdownTimeoutSeconds": 50}}, 2),  # grace 60 s spans two steps
+    ],
+)
+def test_overlapping_rollout_steps_count_every_terminating_pod(
+    chart: Chart, values: dict[str, Any], terminating: int
+) -> None:
+    error = chart.render_error({**values, "database": {"maxConnections": 60}})
+    assert f"(maxReplicas 3 + maxSurge 1 + terminating {terminating}) *" in error
 
 
 def test_a_budget_overflow_fails_with_the_arithmetic(chart: Chart) -> None:
     error = chart.render_error({"autoscaling": {"maxReplicas": 6}})
     assert (
-        "connection pool budget exceeded: (maxReplicas 6 + maxSurge 1) * (poolSize 10 +"
-        " maxOverflow 5) + migration job 2 + purge job 1 = 108 > database.maxConnections 100 -"
-        " database.reservedConnections 10 = 90"
+        "connection pool budget exceeded: (maxReplicas 6 + maxSurge 1 + terminating 1) * (poolSize"
+        " 10 + maxOverflow 5) + migration job 2 + purge jobs 2 = 124 > database.maxConnections 100"
+        " - database.reservedConnections 10 = 90"
     ) in error
 
 
 def test_the_budget_boundary_is_inclusive(chart: Chart) -> None:
-    # (5 + 1) * (10 + 5) + 0 + 0 = 90 = 100 - 10: exactly full renders; one more does not.
+    # (4 + 1 + 1) * (10 + 5) + 0 + 0 = 90 = 100 - 10: exactly full renders; one more does not.
     at_limit = {
-        "autoscaling": {"maxReplicas": 5},
+        "autoscaling": {"maxReplicas": 4},
         "migrations": {"enabled": False},
         "purge": {"enabled": False},
     }
@@ -51,8 +92,8 @@ def test_the_budget_boundary_is_inclusive(chart: Chart) -> None:
 def test_replica_count_counts_when_autoscaling_is_off(chart: Chart) -> None:
     error = chart.render_error({"autoscaling": {"enabled": False}, "replicaCount": 8})
     assert (
-        "(maxReplicas 8 + maxSurge 1) * (poolSize 10 + maxOverflow 5) + migration job 2"
-        " + purge job 1 = 138" in error
+        "(maxReplicas 8 + maxSurge 1 + terminating 1) * (poolSize 10 + maxOverflow 5) + migration"
+        " job 2 + purge jobs 2 = 154" in error
     )
 
 
@@ -60,24 +101,25 @@ def test_a_percentage_surge_rounds_up_like_kubernetes(chart: Chart) -> None:
     error = chart.render_error(
         {"rollingUpdate": {"maxSurge": "25%"}, "database": {"maxConnections": 80}}
     )
-    # ceil(4 * 25 %) = 1 extra pod: (4 + 1) * 15 + 2 + 1 = 78 > 80 - 10.
+    # ceil(3 * 25 %) = 1 extra pod: (3 + 1 + 1) * 15 + 2 + 2 = 79 > 80 - 10.
     assert (
-        "(maxReplicas 4 + maxSurge 1) * (poolSize 10 + maxOverflow 5) + migration job 2"
-        " + purge job 1 = 78 > " in error
+        "(maxReplicas 3 + maxSurge 1 + terminating 1) * (poolSize 10 + maxOverflow 5) + migration"
+        " job 2 + purge jobs 2 = 79 > " in error
     )
 
 
 def test_the_migration_job_counts_only_when_enabled(chart: Chart) -> None:
-    tight = {"database": {"maxConnections": 87}}  # budget 77: 76 without the Job, 78 with it
+    tight = {"database": {"maxConnections": 87}}  # budget 77: 77 without the Job, 79 with it
     assert BUDGET in chart.render_error(tight)
     chart.render({**tight, "migrations": {"enabled": False}})
 
 
-def test_the_purge_job_counts_one_connection_only_when_enabled(chart: Chart) -> None:
-    # Budget 77: servers 75 + migration job 2 = 77 fits; the purge job's one connection does not.
-    tight = {"database": {"maxConnections": 87}}
+def test_the_purge_jobs_count_two_connections_only_when_enabled(chart: Chart) -> None:
+    """A manual `kubectl create job --from=cronjob` runs beside a scheduled run: Forbid only
+    keeps scheduled runs apart."""
+    tight = {"database": {"maxConnections": 87}}  # budget 77: servers 75 + migration job 2
     error = chart.render_error(tight)
-    assert "+ migration job 2 + purge job 1 = 78 > database.maxConnections 87" in error
+    assert "+ migration job 2 + purge jobs 2 = 79 > database.maxConnections 87" in error
     rendered = chart.render({**tight, "purge": {"enabled": False}})
     assert not rendered.all("CronJob")
 
@@ -87,6 +129,54 @@ def test_a_bigger_database_allows_more_pods(chart: Chart) -> None:
         {"autoscaling": {"maxReplicas": 10}, "database": {"maxConnections": 200}}
     )
     assert rendered.one("HorizontalPodAutoscaler")["spec"]["maxReplicas"] == 10
+
+
+# -- rollout, disruption and scrape settings that cannot work ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "rolling",
+    [
+        {"maxSurge": 0, "maxUnavailable": 0},
+        {"maxSurge": "0%", "maxUnavailable": "10%"},  # 10 % of 3 rounds down to 0 pods
+    ],
+)
+def test_a_rollout_that_can_replace_no_pod_is_refused(
+    chart: Chart, rolling: dict[str, Any]
+) -> None:
+    error = chart.render_error({"rollingUpdate": rolling})
+    assert "are both 0 pods at 3 replicas: the rollout could never replace a pod" in error
+
+
+@pytest.mark.parametrize("max_unavailable", [0, "0%"])
+def test_a_pdb_that_allows_no_disruption_is_refused(
+    chart: Chart, max_unavailable: int | str
+) -> None:
+    error = chart.render_error({"podDisruptionBudget": {"maxUnavailable": max_unavailable}})
+    assert f"podDisruptionBudget.maxUnavailable ({max_unavailable}) allows no disruption" in error
+    rendered = chart.render({"podDisruptionBudget": {"maxUnavailable": "10%"}})  # rounds up to 1
+    assert rendered.one("PodDisruptionBudget")["spec"]["maxUnavailable"] == "10%"
+
+
+@pytest.mark.parametrize(
+    ("interval", "timeout"), [("30s", "30s"), ("30s", "1m"), ("1m", "1m0s"), ("1m", "90s")]
+)
+def test_a_scrape_timeout_not_below_the_interval_is_refused(
+    chart: Chart, interval: str, timeout: str
+) -> None:
+    values = {"metrics": {"serviceMonitor": {"interval": interval, "scrapeTimeout": timeout}}}
+    error = chart.render_error(values)
+    assert f"metrics.serviceMonitor.scrapeTimeout ({timeout}) must be shorter than" in error
+
+
+def test_a_scrape_timeout_below_the_interval_renders(chart: Chart) -> None:
+    values = {"metrics": {"serviceMonitor": {"interval": "1m30s", "scrapeTimeout": "1m29s"}}}
+    chart.render(values)
+
+
+def test_a_progress_deadline_within_min_ready_seconds_is_refused(chart: Chart) -> None:
+    error = chart.render_error({"minReadySeconds": 120, "progressDeadlineSeconds": 120})
+    assert "progressDeadlineSeconds (120) must exceed minReadySeconds (120)" in error
 
 
 # -- required values and cross-field checks ----------------------------------------------------
@@ -141,8 +231,8 @@ def test_a_short_previous_key_is_refused_outside_local(chart: Chart) -> None:
 
 
 def test_min_replicas_above_max_is_refused(chart: Chart) -> None:
-    error = chart.render_error({"autoscaling": {"minReplicas": 5, "maxReplicas": 4}})
-    assert "autoscaling.minReplicas (5) must not exceed autoscaling.maxReplicas (4)" in error
+    error = chart.render_error({"autoscaling": {"minReplicas": 4, "maxReplicas": 3}})
+    assert "autoscaling.minReplicas (4) must not exceed autoscaling.maxReplicas (3)" in error
 
 
 # -- the schema --------------------------------------------------------------------------------
@@ -239,6 +329,11 @@ def test_every_value_is_commented() -> None:
     assert not uncommented, f"keys without a comment: {uncommented}"
 
 
+def test_readme_table_is_what_the_generator_writes() -> None:
+    proc = run([sys.executable, "scripts/chart_values_table.py", "--check"])
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_readme_table_lists_every_value() -> None:
     documented = set(re.findall(r"^\| `([^`]+)` \|", README, flags=re.MULTILINE))
     assert set(leaf_paths(VALUES, SCHEMA)) == documented
@@ -287,3 +382,23 @@ def test_readme_descriptions_match_values_yaml() -> None:
     descriptions = values_descriptions()
     for path in leaf_paths(VALUES, SCHEMA):
         assert rows[path] == descriptions[path], path
+
+
+# -- chart metadata ----------------------------------------------------------------------------
+
+CHART_YAML = yaml.safe_load((CHART / "Chart.yaml").read_text())
+
+
+def test_chart_metadata_is_complete_for_artifact_hub() -> None:
+    assert CHART_YAML["maintainers"]
+    assert CHART_YAML["home"] == CHART_YAML["sources"][0]
+    prefix = "https://raw.githubusercontent.com/keelson/keelson/main/"
+    assert CHART_YAML["icon"].startswith(prefix)
+    icon = CHART.parents[1] / CHART_YAML["icon"].removeprefix(prefix)
+    assert icon.read_text().lstrip().startswith("<svg"), "the icon URL names a file in this repo"
+    annotations = CHART_YAML["annotations"]
+    (image,) = yaml.safe_load(annotations["artifacthub.io/images"])
+    assert image["image"] == f"{VALUES['image']['repository']}:{CHART_YAML['appVersion']}"
+    for change in yaml.safe_load(annotations["artifacthub.io/changes"]):
+        assert change["kind"] in {"added", "changed", "deprecated", "removed", "fixed", "security"}
+        assert change["description"]

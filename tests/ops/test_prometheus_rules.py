@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 ALERTS = [rule for rule in iter_rules() if "alert" in rule]
 ALERT_NAMES = [rule["alert"] for rule in ALERTS]
 RULE_TEST_FILES = sorted(RULE_TESTS_DIR.glob("*.yaml"))
+# Absolute, so the link works from Alertmanager, PagerDuty or Slack (a relative path does not).
+RUNBOOK_BASE = "https://github.com/keelson/keelson/blob/main/docs/observability.md"
 SLO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 
 
@@ -92,13 +94,21 @@ def test_alert_has_severity_summary_description_and_runbook(alert: dict[str, Any
         assert alert["annotations"].get(annotation, "").strip(), annotation
 
 
+def test_alerts_without_for_are_the_multi_window_burn_rates_only() -> None:
+    """A burn-rate alert's short window is its debounce; every other alert needs a `for:`."""
+    without = {rule["alert"] for rule in ALERTS if not rule.get("for")}
+    assert without == {name for name in ALERT_NAMES if "BudgetBurn" in name}
+    timeouts = next(rule for rule in ALERTS if rule["alert"] == "KeelsonDBPoolTimeouts")
+    assert timeouts["for"] == "2m"
+
+
 @pytest.mark.parametrize("alert", ALERTS, ids=ALERT_NAMES)
 def test_alert_runbook_url_points_at_its_section_in_the_observability_doc(
     alert: dict[str, Any],
 ) -> None:
     anchor = alert["alert"].lower()
 
-    assert alert["annotations"]["runbook_url"] == f"docs/observability.md#{anchor}"
+    assert alert["annotations"]["runbook_url"] == f"{RUNBOOK_BASE}#{anchor}"
     assert anchor in doc_anchors()
 
 

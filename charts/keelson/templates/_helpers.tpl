@@ -51,6 +51,12 @@ app.kubernetes.io/name: {{ include "keelson.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* Name of the Service that exposes only the "metrics" port (what the ServiceMonitor scrapes;
+Prometheus Operator makes it the `job` label). */}}
+{{- define "keelson.metricsName" -}}
+{{- printf "%s-metrics" (include "keelson.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
 {{/* The API server pods: what the Service, PDB, NetworkPolicy and ServiceMonitor select. */}}
 {{- define "keelson.serverSelectorLabels" -}}
 {{ include "keelson.selectorLabels" . }}
@@ -110,6 +116,7 @@ LOG_FORMAT: {{ .Values.config.logFormat | quote }}
 ACCESS_LOG_ENABLED: {{ .Values.config.accessLogEnabled | quote }}
 SERVER_HOST: {{ .Values.server.host | quote }}
 SERVER_PORT: {{ .Values.server.port | int | quote }}
+METRICS_PORT: {{ .Values.metrics.port | int | quote }}
 FORWARDED_ALLOW_IPS: {{ .Values.server.forwardedAllowIps | quote }}
 SHUTDOWN_TIMEOUT_S: {{ .Values.lifecycle.shutdownTimeoutSeconds | int | quote }}
 READINESS_TIMEOUT_S: {{ .Values.config.readinessTimeoutSeconds | quote }}
@@ -120,6 +127,8 @@ DB_POOL_RECYCLE_S: {{ .Values.database.poolRecycleSeconds | int | quote }}
 DB_POOL_PRE_PING: {{ .Values.database.poolPrePing | quote }}
 DB_STATEMENT_TIMEOUT_MS: {{ .Values.database.statementTimeoutMs | int | quote }}
 DB_CONNECT_TIMEOUT_S: {{ .Values.database.connectTimeoutSeconds | quote }}
+DB_POOLER: {{ .Values.database.pooler.mode | quote }}
+MIGRATION_LOCK_TIMEOUT_MS: {{ .Values.migrations.lockTimeoutMs | int | quote }}
 ARGON2_MEMORY_KIB: {{ .Values.config.argon2.memoryKib | int | quote }}
 ARGON2_TIME_COST: {{ .Values.config.argon2.timeCost | int | quote }}
 ARGON2_PARALLELISM: {{ .Values.config.argon2.parallelism | int | quote }}
@@ -141,60 +150,184 @@ OTEL_SERVICE_NAME: {{ .Values.config.otelServiceName | quote }}
 {{- end }}
 {{- end }}
 
-{{/* Secret settings (stringData) when the chart manages the Secret. */}}
+{{/* Secret settings (stringData) when the chart manages the Secret, under the secret.keys names. */}}
 {{- define "keelson.secretData" -}}
-DATABASE_URL: {{ .Values.secret.databaseUrl | quote }}
-SECRET_KEY: {{ .Values.secret.secretKey | quote }}
-FIRST_SUPERUSER_PASSWORD: {{ .Values.secret.firstSuperuserPassword | quote }}
+{{- $keys := .Values.secret.keys }}
+{{- if .Values.secret.databaseUrl }}
+{{ $keys.databaseUrl }}: {{ .Values.secret.databaseUrl | quote }}
+{{- end }}
+{{ $keys.secretKey }}: {{ .Values.secret.secretKey | quote }}
+{{ $keys.firstSuperuserPassword }}: {{ .Values.secret.firstSuperuserPassword | quote }}
 {{- if .Values.secret.smtpPassword }}
-SMTP_PASSWORD: {{ .Values.secret.smtpPassword | quote }}
+{{ $keys.smtpPassword }}: {{ .Values.secret.smtpPassword | quote }}
 {{- end }}
 {{- if .Values.secret.jwtPreviousKeys }}
-JWT_PREVIOUS_KEYS: {{ .Values.secret.jwtPreviousKeys | quote }}
+{{ $keys.jwtPreviousKeys }}: {{ .Values.secret.jwtPreviousKeys | quote }}
+{{- end }}
+{{- if .Values.secret.migrationDatabaseUrl }}
+{{ $keys.migrationDatabaseUrl }}: {{ .Values.secret.migrationDatabaseUrl | quote }}
 {{- end }}
 {{- end }}
 
 {{/*
 Environment of every keelson container: the ConfigMap wholesale, then each secret key by name
 (so a missing required key in an existingSecret is an error the kubelet reports, not a silent
-default; SMTP_PASSWORD and JWT_PREVIOUS_KEYS are optional and may be absent).
-Call with (dict "root" $ "configMap" NAME "secret" NAME).
+default; SMTP_PASSWORD, JWT_PREVIOUS_KEYS and MIGRATION_DATABASE_URL are optional). Key names
+follow secret.keys; DATABASE_URL may come from another Secret (database.urlSecret, e.g.
+CloudNativePG's <cluster>-app key uri). MIGRATION_DATABASE_URL reaches the migration Job only.
+Call with (dict "root" $ "configMap" NAME "secret" NAME ["migration" true]).
 */}}
 {{- define "keelson.env" -}}
+{{- $v := .root.Values }}
+{{- $keys := $v.secret.keys }}
 envFrom:
   - configMapRef:
       name: {{ .configMap }}
+  {{- with $v.extraEnvFrom }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 env:
   - name: DATABASE_URL
     valueFrom:
       secretKeyRef:
+        {{- if $v.database.urlSecret.name }}
+        name: {{ $v.database.urlSecret.name }}
+        key: {{ $v.database.urlSecret.key }}
+        {{- else }}
         name: {{ .secret }}
-        key: DATABASE_URL
+        key: {{ $keys.databaseUrl }}
+        {{- end }}
+  {{- if .migration }}
+  - name: MIGRATION_DATABASE_URL
+    valueFrom:
+      secretKeyRef:
+        {{- if $v.database.migrationUrlSecret.name }}
+        name: {{ $v.database.migrationUrlSecret.name }}
+        key: {{ $v.database.migrationUrlSecret.key }}
+        {{- else }}
+        name: {{ .secret }}
+        key: {{ $keys.migrationDatabaseUrl }}
+        optional: true
+        {{- end }}
+  {{- end }}
   - name: SECRET_KEY
     valueFrom:
       secretKeyRef:
         name: {{ .secret }}
-        key: SECRET_KEY
+        key: {{ $keys.secretKey }}
   - name: FIRST_SUPERUSER_PASSWORD
     valueFrom:
       secretKeyRef:
         name: {{ .secret }}
-        key: FIRST_SUPERUSER_PASSWORD
+        key: {{ $keys.firstSuperuserPassword }}
   - name: SMTP_PASSWORD
     valueFrom:
       secretKeyRef:
         name: {{ .secret }}
-        key: SMTP_PASSWORD
+        key: {{ $keys.smtpPassword }}
         optional: true
   - name: JWT_PREVIOUS_KEYS
     valueFrom:
       secretKeyRef:
         name: {{ .secret }}
-        key: JWT_PREVIOUS_KEYS
+        key: {{ $keys.jwtPreviousKeys }}
         optional: true
-  {{- with .root.Values.extraEnv }}
+  {{- with $v.database.tls.sslmode }}
+  # libpq's variables, which asyncpg reads when DATABASE_URL sets no ssl= of its own.
+  - name: PGSSLMODE
+    value: {{ . | quote }}
+  {{- end }}
+  {{- if $v.database.tls.caSecret.name }}
+  - name: PGSSLROOTCERT
+    value: /etc/keelson/db-ca/ca.crt
+  {{- end }}
+  {{- with $v.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
+{{- end }}
+
+{{/*
+Pod-level settings of a Job's pods, falling back to the server pods' (the Airflow chart's
+shape): annotations and labels are the global ones merged with the Job's own (the Job's win, so
+`sidecar.istio.io/inject: "false"` can switch a mesh sidecar off for a pod that must exit);
+affinity, nodeSelector, tolerations and priorityClassName are the Job's when set, else the
+global ones. Call with (dict "root" $ "job" .Values.migrations).
+*/}}
+{{- define "keelson.jobPodAnnotations" -}}
+{{- $merged := merge (deepCopy (.job.podAnnotations | default dict)) (deepCopy (.root.Values.podAnnotations | default dict)) }}
+{{- with $merged }}{{ toYaml . }}{{ end }}
+{{- end }}
+
+{{- define "keelson.jobPodLabels" -}}
+{{- $merged := merge (deepCopy (.job.podLabels | default dict)) (deepCopy (.root.Values.podLabels | default dict)) }}
+{{- with $merged }}{{ toYaml . }}{{ end }}
+{{- end }}
+
+{{- define "keelson.jobPodScheduling" -}}
+{{- with (.job.priorityClassName | default .root.Values.priorityClassName) }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with (.job.nodeSelector | default .root.Values.nodeSelector) }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (.job.affinity | default .root.Values.affinity) }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (.job.tolerations | default .root.Values.tolerations) }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* A Job's container resources: its own when set, else the server pods'. */}}
+{{- define "keelson.jobResources" -}}
+{{- toYaml (.job.resources | default .root.Values.resources) }}
+{{- end }}
+
+{{/*
+ServiceAccount of the migration hook: its own hook-time copy (with serviceAccount.annotations,
+so workload identity works in the hook too) when the chart creates ServiceAccounts, else the
+existing one named by serviceAccount.name, which must exist before the install.
+*/}}
+{{- define "keelson.migrateServiceAccountName" -}}
+{{- if .Values.serviceAccount.create }}{{ include "keelson.migrateName" . }}{{ else }}{{ include "keelson.serviceAccountName" . }}{{ end }}
+{{- end }}
+
+{{/* Volumes of every keelson pod: the writable /tmp, plus extraVolumes. */}}
+{{- define "keelson.volumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+{{- with .Values.database.tls.caSecret }}
+{{- if .name }}
+# The CA that signed PostgreSQL's certificate (PGSSLROOTCERT points at it).
+- name: db-ca
+  secret:
+    secretName: {{ .name }}
+    items:
+      - key: {{ .key }}
+        path: ca.crt
+{{- end }}
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Volume mounts of every keelson container: /tmp, the database CA, plus extraVolumeMounts. */}}
+{{- define "keelson.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.database.tls.caSecret.name }}
+- name: db-ca
+  mountPath: /etc/keelson/db-ca
+  readOnly: true
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* Container security context shared by the server, the migration Job, the purge CronJob and the test pod. */}}
@@ -207,23 +340,51 @@ env:
 {{- toYaml .Values.podSecurityContext }}
 {{- end }}
 
-{{/*
-Peak number of server pods during a rollout: the most replicas the chart can run
-(autoscaling.maxReplicas, or replicaCount without autoscaling) plus the Deployment's maxSurge
-(an integer, or a percentage of those replicas rounded up as Kubernetes does).
-*/}}
+{{/* Most server pods outside a rollout: autoscaling.maxReplicas, or replicaCount without autoscaling. */}}
 {{- define "keelson.maxReplicas" -}}
 {{- if .Values.autoscaling.enabled }}{{ .Values.autoscaling.maxReplicas | int }}{{ else }}{{ .Values.replicaCount | int }}{{ end }}
 {{- end }}
 
+{{/* rollingUpdate.maxSurge as a pod count: a percentage of maxReplicas rounds up, as Kubernetes does. */}}
 {{- define "keelson.maxSurge" -}}
-{{- $replicas := include "keelson.maxReplicas" . | int }}
-{{- $surge := .Values.rollingUpdate.maxSurge }}
-{{- if kindIs "string" $surge }}
-{{- $pct := trimSuffix "%" $surge | int }}
-{{- div (add (mul $replicas $pct) 99) 100 }}
+{{- include "keelson.scaledCount" (dict "value" .Values.rollingUpdate.maxSurge "of" (include "keelson.maxReplicas" . | int) "roundUp" true) }}
+{{- end }}
+
+{{/* rollingUpdate.maxUnavailable as a pod count: a percentage rounds down, as Kubernetes does. */}}
+{{- define "keelson.maxUnavailable" -}}
+{{- include "keelson.scaledCount" (dict "value" .Values.rollingUpdate.maxUnavailable "of" (include "keelson.maxReplicas" . | int) "roundUp" false) }}
+{{- end }}
+
+{{/* An int-or-percent value as a count of "of" pods. Call with (dict "value" V "of" N "roundUp" BOOL). */}}
+{{- define "keelson.scaledCount" -}}
+{{- if kindIs "string" .value }}
+{{- $pct := trimSuffix "%" .value | int }}
+{{- if .roundUp }}{{ div (add (mul .of $pct) 99) 100 }}{{ else }}{{ div (mul .of $pct) 100 }}{{ end }}
 {{- else }}
-{{- $surge | int }}
+{{- .value | int }}
+{{- end }}
+{{- end }}
+
+{{/*
+Old pods still terminating during a rollout, each holding its pool until it exits (preStop, then
+graceful shutdown: at most terminationGracePeriodSeconds G). Terminating pods do not count
+against maxSurge, so the Deployment controller replaces them at once. It takes old pods down in
+steps of at most maxSurge + maxUnavailable, the first maxUnavailable at once and each later step
+only once new pods are available, i.e. minReadySeconds M after they became ready: steps are at
+least M apart, so within any G seconds at most ceil(G / M) steps overlap. Without
+minReadySeconds nothing bounds the pace and every old pod may be terminating at once.
+*/}}
+{{- define "keelson.terminatingPods" -}}
+{{- $replicas := include "keelson.maxReplicas" . | int }}
+{{- $surge := include "keelson.maxSurge" . | int }}
+{{- $unavailable := include "keelson.maxUnavailable" . | int }}
+{{- $grace := include "keelson.terminationGracePeriodSeconds" . | int }}
+{{- $minReady := .Values.minReadySeconds | int }}
+{{- if gt $minReady 0 }}
+{{- $steps := div (add $grace $minReady -1) $minReady }}
+{{- min $replicas (add $unavailable (mul (add $surge $unavailable) $steps)) }}
+{{- else }}
+{{- $replicas }}
 {{- end }}
 {{- end }}
 
@@ -238,50 +399,102 @@ Included once, from deployment.yaml.
 */}}
 {{- define "keelson.validate" -}}
 {{- include "keelson.validatePoolBudget" . }}
+{{- if eq (.Values.metrics.port | int) (.Values.server.port | int) }}
+{{- fail (printf "metrics.port (%d) must differ from server.port: the metrics never share the API port the Ingress routes" (.Values.metrics.port | int)) }}
+{{- end }}
 {{- include "keelson.validateSecrets" . }}
 {{- if le (.Values.probes.readiness.timeoutSeconds | float64) (.Values.config.readinessTimeoutSeconds | float64) }}
 {{- fail (printf "probes.readiness.timeoutSeconds (%v) must be greater than config.readinessTimeoutSeconds (%v): the probe would time out before /readyz answers" .Values.probes.readiness.timeoutSeconds .Values.config.readinessTimeoutSeconds) }}
 {{- end }}
+{{- if and (eq (include "keelson.maxSurge" . | int) 0) (eq (include "keelson.maxUnavailable" . | int) 0) }}
+{{- fail (printf "rollingUpdate.maxSurge (%v) and rollingUpdate.maxUnavailable (%v) are both 0 pods at %s replicas: the rollout could never replace a pod; allow at least one surge pod" .Values.rollingUpdate.maxSurge .Values.rollingUpdate.maxUnavailable (include "keelson.maxReplicas" .)) }}
+{{- end }}
+{{- include "keelson.validatePdb" . }}
+{{- if le (.Values.progressDeadlineSeconds | int) (.Values.minReadySeconds | int) }}
+{{- fail (printf "progressDeadlineSeconds (%d) must exceed minReadySeconds (%d): every rollout would be reported failed" (.Values.progressDeadlineSeconds | int) (.Values.minReadySeconds | int)) }}
+{{- end }}
+{{- include "keelson.validateScrape" . }}
 {{- if and .Values.autoscaling.enabled (gt (.Values.autoscaling.minReplicas | int) (.Values.autoscaling.maxReplicas | int)) }}
 {{- fail (printf "autoscaling.minReplicas (%d) must not exceed autoscaling.maxReplicas (%d)" (.Values.autoscaling.minReplicas | int) (.Values.autoscaling.maxReplicas | int)) }}
 {{- end }}
 {{- end }}
 
 {{/*
-Connections the purge CronJob holds while it runs: `keelson purge-expired` opens one session at
-a time (batch, commit, next batch), so one connection; 0 when purge.enabled is false.
+Connections the purge Jobs hold while they run: `keelson purge-expired` opens one session at a
+time (batch, commit, next batch), so one per Job. concurrencyPolicy Forbid keeps scheduled runs
+apart, but a manual `kubectl create job --from=cronjob/...` is a Job of its own that the policy
+never sees, so it can run beside a scheduled one: two. 0 when purge.enabled is false.
 */}}
 {{- define "keelson.purgeConnections" -}}
-{{- ternary 1 0 .Values.purge.enabled }}
+{{- ternary 2 0 .Values.purge.enabled }}
 {{- end }}
 
 {{/*
-Connection-pool budget. Every pod may open DB_POOL_SIZE + DB_MAX_OVERFLOW connections; at the
-peak of a rollout there are maxReplicas + maxSurge pods, the migration Job holds its own, and the
-purge CronJob may run at the same moment. All of it must fit in what PostgreSQL accepts minus
-what is reserved for others.
+Connection-pool budget: everything that can hold connections at the same moment must fit in
+what PostgreSQL accepts minus what is reserved for others. Each server pod opens up to
+DB_POOL_SIZE + DB_MAX_OVERFLOW. At the peak of a rollout at full scale there are maxReplicas
+pods, maxSurge new ones, and the old ones still terminating (keelson.terminatingPods); the
+migration hook Job holds its own; the purge Jobs theirs. docs/kubernetes.md shows the arithmetic.
 */}}
 {{- define "keelson.validatePoolBudget" -}}
 {{- $replicas := include "keelson.maxReplicas" . | int }}
 {{- $surge := include "keelson.maxSurge" . | int }}
+{{- $terminating := include "keelson.terminatingPods" . | int }}
 {{- $pool := .Values.database.poolSize | int }}
 {{- $overflow := .Values.database.maxOverflow | int }}
 {{- $job := ternary (.Values.migrations.dbConnections | int) 0 .Values.migrations.enabled }}
 {{- $purge := include "keelson.purgeConnections" . | int }}
-{{- $demand := add (mul (add $replicas $surge) (add $pool $overflow)) $job $purge }}
+{{- $pods := add $replicas $surge $terminating }}
+{{- $servers := mul $pods (add $pool $overflow) }}
 {{- $max := .Values.database.maxConnections | int }}
 {{- $reserved := .Values.database.reservedConnections | int }}
 {{- $budget := sub $max $reserved }}
+{{- $explained := include "keelson.terminatingExplained" . }}
+{{- if eq .Values.database.pooler.mode "pgbouncer" }}
+{{- /*
+Behind a transaction-mode pooler the servers and purge Jobs are the pooler's clients; PostgreSQL
+sees only the pooler's server pools, plus the migration Job, which connects directly
+(MIGRATION_DATABASE_URL: session advisory locks and DDL do not belong behind a transaction pooler).
+*/}}
+{{- $p := .Values.database.pooler }}
+{{- $clients := add $servers $purge }}
+{{- if gt $clients ($p.maxClientConnections | int) }}
+{{- fail (printf "pooler client budget exceeded: (maxReplicas %d + maxSurge %d + terminating %d) * (poolSize %d + maxOverflow %d) + purge jobs %d = %d > database.pooler.maxClientConnections %d (one pooler pod must take every client when another goes away); terminating = %s" $replicas $surge $terminating $pool $overflow $purge $clients ($p.maxClientConnections | int) $explained) }}
+{{- end }}
+{{- $serverSide := add (mul ($p.instances | int) ($p.serverPoolSize | int)) $job }}
+{{- if gt $serverSide $budget }}
+{{- fail (printf "connection pool budget exceeded: database.pooler.instances %d * database.pooler.serverPoolSize %d + migration job %d = %d > database.maxConnections %d - database.reservedConnections %d = %d; lower the pooler's pool or instances, or raise database.maxConnections" ($p.instances | int) ($p.serverPoolSize | int) $job $serverSide $max $reserved $budget) }}
+{{- end }}
+{{- else }}
+{{- $demand := add $servers $job $purge }}
 {{- if gt $demand $budget }}
-{{- fail (printf "connection pool budget exceeded: (maxReplicas %d + maxSurge %d) * (poolSize %d + maxOverflow %d) + migration job %d + purge job %d = %d > database.maxConnections %d - database.reservedConnections %d = %d; lower autoscaling.maxReplicas/replicaCount, rollingUpdate.maxSurge, database.poolSize or database.maxOverflow, or raise database.maxConnections" $replicas $surge $pool $overflow $job $purge $demand $max $reserved $budget) }}
+{{- fail (printf "connection pool budget exceeded: (maxReplicas %d + maxSurge %d + terminating %d) * (poolSize %d + maxOverflow %d) + migration job %d + purge jobs %d = %d > database.maxConnections %d - database.reservedConnections %d = %d; terminating = %s; lower autoscaling.maxReplicas/replicaCount, rollingUpdate.maxSurge, database.poolSize or database.maxOverflow, raise minReadySeconds, or raise database.maxConnections" $replicas $surge $terminating $pool $overflow $job $purge $demand $max $reserved $budget $explained) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.database.pooler.cloudnativepg.enabled (ne .Values.database.pooler.mode "pgbouncer") }}
+{{- fail "database.pooler.cloudnativepg.enabled renders a transaction-mode PgBouncer: set database.pooler.mode=pgbouncer so Keelson behaves correctly behind it" }}
+{{- end }}
+{{- if and .Values.database.pooler.cloudnativepg.enabled (not .Values.database.pooler.cloudnativepg.cluster) }}
+{{- fail "database.pooler.cloudnativepg.cluster is required: the name of the CloudNativePG Cluster the Pooler fronts" }}
+{{- end }}
+{{- end }}
+
+{{/* How the terminating-pod count came about, for the budget's failure message. */}}
+{{- define "keelson.terminatingExplained" -}}
+{{- $grace := include "keelson.terminationGracePeriodSeconds" . | int }}
+{{- $minReady := .Values.minReadySeconds | int }}
+{{- if gt $minReady 0 -}}
+min(maxReplicas {{ include "keelson.maxReplicas" . }}, maxUnavailable {{ include "keelson.maxUnavailable" . }} + (maxSurge {{ include "keelson.maxSurge" . }} + maxUnavailable {{ include "keelson.maxUnavailable" . }}) * ceil(terminationGracePeriodSeconds {{ $grace }} / minReadySeconds {{ $minReady }}))
+{{- else -}}
+maxReplicas {{ include "keelson.maxReplicas" . }} (minReadySeconds 0 does not bound how many old pods terminate at once)
 {{- end }}
 {{- end }}
 
 {{/* The chart-managed Secret needs real values; the service refuses weak ones outside ENVIRONMENT=local. */}}
 {{- define "keelson.validateSecrets" -}}
 {{- if not .Values.secret.existingSecret }}
-{{- if not .Values.secret.databaseUrl }}
-{{- fail "secret.databaseUrl is required (postgresql://USER:PASSWORD@HOST:5432/DB), or set secret.existingSecret to a Secret with DATABASE_URL, SECRET_KEY and FIRST_SUPERUSER_PASSWORD" }}
+{{- if and (not .Values.secret.databaseUrl) (not .Values.database.urlSecret.name) }}
+{{- fail "secret.databaseUrl is required (postgresql://USER:PASSWORD@HOST:5432/DB), or set database.urlSecret to the Secret holding it, or secret.existingSecret to a Secret with DATABASE_URL, SECRET_KEY and FIRST_SUPERUSER_PASSWORD" }}
 {{- end }}
 {{- if not .Values.secret.secretKey }}
 {{- fail "secret.secretKey is required (generate one: python -c 'import secrets; print(secrets.token_urlsafe(48))'), or set secret.existingSecret" }}
@@ -314,6 +527,76 @@ The key itself is never printed.
 {{- end }}
 {{- $index = add1 $index }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Egress every keelson pod needs, shared by the release's NetworkPolicy and the migration hook's:
+DNS on port 53 to any destination (NodeLocal DNSCache and OpenShift's resolver are not the
+kube-dns pods, so pinning their labels breaks resolution) and PostgreSQL.
+*/}}
+{{- define "keelson.commonEgress" -}}
+{{- $np := .Values.networkPolicy -}}
+# Cluster DNS, wherever the node's resolver points.
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+  {{- with $np.dns.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+# PostgreSQL (or the pooler in front of it).
+- ports:
+    - port: {{ $np.database.port }}
+      protocol: TCP
+  {{- if or $np.database.cidrs $np.database.to }}
+  to:
+    {{- range $np.database.cidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+    {{- with $np.database.to }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- end }}
+{{- end }}
+
+{{/*
+A PodDisruptionBudget that allows no disruption blocks every node drain forever (kubectl drain
+and cluster upgrades wait on it). Kubernetes rounds a percentage maxUnavailable up.
+*/}}
+{{- define "keelson.validatePdb" -}}
+{{- $replicas := ternary .Values.autoscaling.minReplicas .Values.replicaCount .Values.autoscaling.enabled | int }}
+{{- if and .Values.podDisruptionBudget.enabled (gt $replicas 1) }}
+{{- $allowed := include "keelson.scaledCount" (dict "value" .Values.podDisruptionBudget.maxUnavailable "of" $replicas "roundUp" true) | int }}
+{{- if lt $allowed 1 }}
+{{- fail (printf "podDisruptionBudget.maxUnavailable (%v) allows no disruption at %d replicas: node drains would block forever; use at least 1" .Values.podDisruptionBudget.maxUnavailable $replicas) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A Prometheus duration ("1m30s", "500ms") in milliseconds. */}}
+{{- define "keelson.durationMs" -}}
+{{- $units := dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000 "d" 86400000 "w" 604800000 "y" 31536000000 }}
+{{- $total := 0 }}
+{{- range regexFindAll "[0-9]+(ms|s|m|h|d|w|y)" . -1 }}
+{{- $unit := regexFind "(ms|s|m|h|d|w|y)$" . }}
+{{- $total = add $total (mul (trimSuffix $unit . | int64) (get $units $unit)) }}
+{{- end }}
+{{- $total }}
+{{- end }}
+
+{{/* Prometheus refuses a scrape config whose timeout is not below its interval. */}}
+{{- define "keelson.validateScrape" -}}
+{{- $sm := .Values.metrics.serviceMonitor }}
+{{- if $sm.enabled }}
+{{- $interval := include "keelson.durationMs" $sm.interval | int64 }}
+{{- $timeout := include "keelson.durationMs" $sm.scrapeTimeout | int64 }}
+{{- if ge $timeout $interval }}
+{{- fail (printf "metrics.serviceMonitor.scrapeTimeout (%s) must be shorter than metrics.serviceMonitor.interval (%s): Prometheus refuses the scrape config" $sm.scrapeTimeout $sm.interval) }}
 {{- end }}
 {{- end }}
 {{- end }}
