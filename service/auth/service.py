@@ -7,7 +7,6 @@ no argon2 at all: that work is what a password-guessing flood would otherwise bu
 
 from __future__ import annotations
 
-import hashlib
 import math
 import secrets
 import uuid
@@ -23,6 +22,7 @@ from service.auth import emails, repository
 from service.auth.models import PasswordResetToken, RefreshToken
 from service.core import metrics
 from service.core.config import Settings
+from service.core.digests import sha256_hex as digest  # stored instead of a token
 from service.core.errors import BadRequest, Unauthorized
 from service.core.mailer import Mailer
 from service.core.rate_limits import Quota, RateLimited
@@ -98,11 +98,6 @@ class IssuedTokens:
     access_token: str
     refresh_token: str
     expires_in: int  # seconds the access token lives
-
-
-def digest(token: str) -> str:
-    """What the database stores instead of a token."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def new_opaque_token() -> str:
