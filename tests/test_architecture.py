@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -74,3 +76,110 @@ def test_a_forbidden_import_breaks_its_contract(
     # A summary row reads "<contract name> BROKEN", maybe followed by "(n ignored imports)".
     broken_names = [row for row in result.stdout.splitlines() if " BROKEN" in row]
     assert any(broken in name for name in broken_names), result.stdout
+
+
+# -- docs/architecture.md, "Add a domain": the example is what the code does
+
+DOC = ROOT / "docs" / "architecture.md"
+_BLOCK = re.compile(r'^```(\w+) title="([^"]+)"\n(.*?)^```$', re.MULTILINE | re.DOTALL)
+
+
+def _doc_blocks() -> dict[str, tuple[str, str]]:
+    """path -> (language, text) of every titled code block on the page."""
+    return {path: (lang, body) for lang, path, body in _BLOCK.findall(DOC.read_text())}
+
+
+def _apply_diff(original: str, diff: str) -> str:
+    """Apply the page's diff: context (' ') and removed ('-') lines must be the file's own lines,
+    in order; each hunk (split by '@@') starts where its first such line is."""
+    lines = original.splitlines()
+    for hunk in diff.split("@@\n"):
+        rows = [row for row in hunk.splitlines() if row]
+        anchor = next(row[1:] for row in rows if row[0] in " -")
+        at = lines.index(anchor)  # ValueError: the page quotes a line the file no longer has
+        out: list[str] = []
+        for row in rows:
+            mark, text = row[0], row[1:]
+            if mark == "+":
+                out.append(text)
+                continue
+            assert lines[at] == text, (lines[at], text)
+            at += 1
+            if mark == " ":
+                out.append(text)
+        start = lines.index(anchor)
+        lines[start:at] = out
+    return "\n".join(lines) + "\n"
+
+
+_PROBE = """
+import asyncio, json, httpx
+from service.core.config import load_settings
+from service.core.db import Database
+from service.core.tables import metadata
+from service.main import create_app
+
+settings = load_settings(
+    _env_file=None, environment="local", secret_key="doc-example-secret-0123456789-abcdefghij",
+    first_superuser="admin@example.com", first_superuser_password="doc-example-password-1",
+    database_url="postgresql://keelson@127.0.0.1:9/keelson",
+)
+app = create_app(settings, database=Database.from_settings(settings))
+
+async def unauthenticated() -> int:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return (await client.get("/api/v1/notes/")).status_code
+
+notes = metadata.tables.get("notes")
+print(json.dumps({
+    "columns": sorted(notes.columns.keys()) if notes is not None else None,
+    "operation": app.openapi()["paths"].get("/api/v1/notes/", {}).get("get", {}).get("operationId"),
+    "status": asyncio.run(unauthenticated()),
+}))
+"""
+
+
+def test_the_add_a_domain_example_is_what_the_code_does(tmp_path: Path) -> None:
+    blocks = _doc_blocks()
+    new_files = {p: body for p, (lang, body) in blocks.items() if p.startswith("service/notes/")}
+    # The files the page says to create are the files a real domain has.
+    names = {Path(p).name for p in new_files}
+    assert names == {
+        "__init__.py",
+        "models.py",
+        "schemas.py",
+        "repository.py",
+        "service.py",
+        "routes.py",
+    }
+    assert all((ROOT / "service" / "items" / name).is_file() for name in names)
+
+    shutil.copytree(ROOT / "service", tmp_path / "service", ignore=shutil.ignore_patterns("*.pyc"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    for path, body in new_files.items():
+        (tmp_path / path).parent.mkdir(exist_ok=True)
+        (tmp_path / path).write_text(body)
+    lang, diff = blocks["service/api/v1.py"]
+    assert lang == "diff"
+    v1 = tmp_path / "service" / "api" / "v1.py"
+    v1.write_text(_apply_diff(v1.read_text(), diff))
+
+    probe = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert probe.returncode == 0, probe.stderr
+    seen = json.loads(probe.stdout.splitlines()[-1])
+    assert seen == {
+        "columns": ["id", "owner_id", "text"],  # discovered without an import list
+        "operation": "notes-read_notes",  # registered under /api/v1 with its tag
+        "status": 401,  # behind CurrentUser
+    }
+    contracts = lint_imports(tmp_path)
+    assert contracts.returncode == 0, contracts.stdout
