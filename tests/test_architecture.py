@@ -13,6 +13,8 @@ from pathlib import Path
 import grimp
 import pytest
 
+from service.api.v1 import API_PREFIX, API_ROUTERS, NO_STORE_ROUTES
+
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
 
@@ -183,3 +185,22 @@ def test_the_add_a_domain_example_is_what_the_code_does(tmp_path: Path) -> None:
     }
     contracts = lint_imports(tmp_path)
     assert contracts.returncode == 0, contracts.stdout
+
+
+def test_each_domain_declares_its_no_store_routes_and_each_names_a_real_route() -> None:
+    routes = {API_PREFIX + route.path for router in API_ROUTERS for route in router.routes}
+    assert NO_STORE_ROUTES - routes == set()
+    # The answers that carry credentials or account data, as auth/routes.py listed them for all
+    # domains before each domain declared its own.
+    assert {
+        "/api/v1/login/access-token",
+        "/api/v1/login/refresh",
+        "/api/v1/login/test-token",
+        "/api/v1/logout",
+        "/api/v1/password-recovery/{email}",
+        "/api/v1/reset-password/",
+        "/api/v1/password-recovery-html-content/{email}",
+        "/api/v1/users/me",
+        "/api/v1/users/me/password",
+        "/api/v1/users/signup",
+    } == NO_STORE_ROUTES, "a credential-carrying answer lost (or gained) its no-store"
