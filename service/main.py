@@ -13,8 +13,13 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from service import __version__
 from service.api.ops import router as ops_router
-from service.api.v1 import API_RESPONSES, API_ROUTERS, openapi_components
-from service.auth.routes import NO_STORE_ROUTES
+from service.api.v1 import (
+    API_PREFIX,
+    API_RESPONSES,
+    API_ROUTERS,
+    NO_STORE_ROUTES,
+    openapi_components,
+)
 from service.core import metrics
 from service.core.config import Environment, Settings, load_settings
 from service.core.db import Database
@@ -38,7 +43,6 @@ from service.core.telemetry import (
 )
 from service.users.private_routes import router as private_users_router
 
-API_PREFIX = "/api/v1"
 OPENAPI_URL = f"{API_PREFIX}/openapi.json"
 log = structlog.get_logger(__name__)
 

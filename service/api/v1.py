@@ -6,15 +6,21 @@ routes level by level), and the hot routes come first because matching is a line
 
 from fastapi import APIRouter
 
-from service.auth.routes import router as auth_router
+from service.auth import routes as auth
 from service.core.schemas import Problem, problem_responses
-from service.items.routes import router as items_router
-from service.users.routes import router as users_router
-from service.utils.routes import router as utils_router
+from service.items import routes as items
+from service.users import routes as users
+from service.utils import routes as utils
+
+API_PREFIX = "/api/v1"
 
 # Any /api/v1 operation may answer these; 422 replaces FastAPI's default validation schema.
 API_RESPONSES = problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 503)
-API_ROUTERS: tuple[APIRouter, ...] = (items_router, users_router, auth_router, utils_router)
+API_ROUTERS: tuple[APIRouter, ...] = (items.router, users.router, auth.router, utils.router)
+# Each domain declares the answers a browser or proxy must not store; the middleware gets them all.
+NO_STORE_ROUTES = frozenset(
+    API_PREFIX + path for path in auth.NO_STORE_PATHS | users.NO_STORE_PATHS
+)
 
 
 def openapi_components() -> dict[str, dict[str, object]]:

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, literal, tuple_, update
+from sqlalchemy import case, delete, func, literal, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.auth.models import LoginThrottle, PasswordResetToken, RefreshToken
+from service.core.tables import purge_batch
 
 # -- refresh tokens
 
@@ -67,13 +68,8 @@ async def revoke_user_refresh_tokens(
 
 async def purge_expired_refresh_tokens(session: AsyncSession, before: datetime, limit: int) -> None:
     """Delete up to `limit` tokens that expired before `before` (rows others lock are skipped)."""
-    expired = (
-        select(col(RefreshToken.id))
-        .where(col(RefreshToken.expires_at) < before)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    await session.exec(delete(RefreshToken).where(col(RefreshToken.id).in_(expired)))
+    expired = col(RefreshToken.expires_at) < before
+    await session.exec(purge_batch(RefreshToken, (col(RefreshToken.id),), expired, limit))
 
 
 # -- password-reset tokens
@@ -120,13 +116,10 @@ async def spend_user_reset_tokens(session: AsyncSession, user_id: uuid.UUID, now
 
 
 async def purge_expired_reset_tokens(session: AsyncSession, before: datetime, limit: int) -> None:
-    expired = (
-        select(col(PasswordResetToken.id))
-        .where(col(PasswordResetToken.expires_at) < before)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+    expired = col(PasswordResetToken.expires_at) < before
+    await session.exec(
+        purge_batch(PasswordResetToken, (col(PasswordResetToken.id),), expired, limit)
     )
-    await session.exec(delete(PasswordResetToken).where(col(PasswordResetToken.id).in_(expired)))
 
 
 # -- login throttle
@@ -189,15 +182,6 @@ async def reset_counter(session: AsyncSession, scope: str, key: str) -> None:
 
 async def purge_ended_windows(session: AsyncSession, window: timedelta, limit: int) -> None:
     """Delete up to `limit` counters whose window ended; bounded work, whatever the table holds."""
-    started = col(LoginThrottle.window_started_at)
-    ended = (
-        select(col(LoginThrottle.scope), col(LoginThrottle.key))
-        .where(started < func.statement_timestamp() - literal(window))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    await session.exec(
-        delete(LoginThrottle).where(
-            tuple_(col(LoginThrottle.scope), col(LoginThrottle.key)).in_(ended)
-        )
-    )
+    ended = col(LoginThrottle.window_started_at) < func.statement_timestamp() - literal(window)
+    key = (col(LoginThrottle.scope), col(LoginThrottle.key))
+    await session.exec(purge_batch(LoginThrottle, key, ended, limit))

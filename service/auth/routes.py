@@ -8,20 +8,19 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Path
 from fastapi.responses import HTMLResponse
 from fastapi.security import OAuth2PasswordRequestForm
 
-from service.api.deps import (
+from service.auth import emails, service
+from service.auth.deps import CurrentUser, SuperUser
+from service.auth.schemas import NewPassword, RefreshRequest, Token
+from service.core import metrics
+from service.core.deps import (
     ClientDep,
-    CurrentUser,
     DatabaseDep,
     MailerDep,
     PasswordsDep,
     SessionDep,
     SettingsDep,
-    SuperUser,
     TokensDep,
 )
-from service.auth import emails, service
-from service.auth.schemas import NewPassword, RefreshRequest, Token
-from service.core import metrics
 from service.core.errors import NotFound
 from service.core.routing import StrictJSONRoute
 from service.core.schemas import Message, problem_responses
@@ -31,19 +30,16 @@ router = APIRouter(tags=["login"], route_class=StrictJSONRoute)
 
 EmailPath = Annotated[str, Path(min_length=3, max_length=255)]
 
-# Answers that carry credentials or account data: never stored by a browser or a proxy.
-NO_STORE_ROUTES = frozenset(
+# Answers that carry credentials: never stored by a browser or a proxy (paths under /api/v1).
+NO_STORE_PATHS = frozenset(
     {
-        "/api/v1/login/access-token",
-        "/api/v1/login/refresh",
-        "/api/v1/login/test-token",
-        "/api/v1/logout",
-        "/api/v1/password-recovery/{email}",
-        "/api/v1/reset-password/",
-        "/api/v1/password-recovery-html-content/{email}",
-        "/api/v1/users/me",
-        "/api/v1/users/me/password",
-        "/api/v1/users/signup",
+        "/login/access-token",
+        "/login/refresh",
+        "/login/test-token",
+        "/logout",
+        "/password-recovery/{email}",
+        "/reset-password/",
+        "/password-recovery-html-content/{email}",
     }
 )
 

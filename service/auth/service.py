@@ -7,7 +7,6 @@ no argon2 at all: that work is what a password-guessing flood would otherwise bu
 
 from __future__ import annotations
 
-import hashlib
 import math
 import secrets
 import uuid
@@ -23,6 +22,7 @@ from service.auth import emails, repository
 from service.auth.models import PasswordResetToken, RefreshToken
 from service.core import metrics
 from service.core.config import Settings
+from service.core.digests import sha256_hex as digest  # stored instead of a token
 from service.core.errors import BadRequest, Unauthorized
 from service.core.mailer import Mailer
 from service.core.rate_limits import Quota, RateLimited
@@ -30,6 +30,8 @@ from service.core.security import PasswordHashing, TokenCodec
 from service.core.tables import utcnow
 from service.users import repository as users
 from service.users.models import User, UserRecord, normalize_email
+from service.users.schemas import UpdatePassword
+from service.users.service import own_account
 
 MAX_PASSWORD_LENGTH = 128
 MAX_EMAIL_LENGTH = 255
@@ -71,6 +73,16 @@ class PasswordCheckThrottled(RateLimited):
         super().__init__("Too many failed password attempts; try again later", quotas)
 
 
+class IncorrectPassword(BadRequest):
+    def __init__(self) -> None:
+        super().__init__("Incorrect password")
+
+
+class SamePassword(BadRequest):
+    def __init__(self) -> None:
+        super().__init__("New password cannot be the same as the current one")
+
+
 class InvalidResetToken(BadRequest):
     def __init__(self) -> None:
         super().__init__("Invalid token")
@@ -86,11 +98,6 @@ class IssuedTokens:
     access_token: str
     refresh_token: str
     expires_in: int  # seconds the access token lives
-
-
-def digest(token: str) -> str:
-    """What the database stores instead of a token."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def new_opaque_token() -> str:
@@ -339,6 +346,33 @@ async def revoke_credentials(session: AsyncSession, user_id: uuid.UUID) -> None:
     now = utcnow()
     await end_sessions(session, user_id, now)
     await repository.spend_user_reset_tokens(session, user_id, now)
+
+
+async def change_password(
+    session: AsyncSession,
+    passwords: PasswordHashing,
+    settings: Settings,
+    me: UserRecord,
+    data: UpdatePassword,
+) -> None:
+    """PATCH /users/me/password. Checking the current password is a guess like a login, so it is
+    counted on the account's login throttle first (429 once over the limit, with no argon2 work),
+    and no database connection is held while argon2 runs (measured before: 40 concurrent wrong
+    attempts made another user's GET /items/ answer 503). The new hash is stored only if the old
+    one is still the stored one."""
+    user = await own_account(session, me)
+    current_hash, email = user.hashed_password, user.email
+    await count_password_check(session, settings, email)  # commits: the connection goes back
+    check = await passwords.verify(current_hash, data.current_password)
+    if not check.valid:
+        raise IncorrectPassword
+    if data.current_password == data.new_password:
+        raise SamePassword
+    new_hash = await passwords.hash(data.new_password)
+    if not await users.replace_password(session, user.id, current_hash, new_hash):
+        raise IncorrectPassword  # changed (or deleted) while argon2 ran: the check is void
+    await revoke_credentials(session, user.id)
+    await forget_account_failures(session, email)
 
 
 # -- password recovery

@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=5, ge=0, le=200)
     db_pool_timeout_s: float = Field(default=2.0, gt=0, le=60)
     db_pool_recycle_s: int = Field(default=1800, ge=-1, le=86_400)
+    # Not SQLAlchemy's pre-ping: true pings only a connection idle for >= 1 s (the fixed
+    # PING_IF_IDLE_FOR_S in core/db.py) before lending it; false never pings.
     db_pool_pre_ping: bool = True
     db_statement_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
     db_connect_timeout_s: float = Field(default=2.0, gt=0, le=60)

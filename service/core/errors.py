@@ -43,6 +43,14 @@ class Forbidden(DomainError):
     status = HTTPStatus.FORBIDDEN
 
 
+class NotEnoughPrivileges(Forbidden):
+    """The one answer for "a superuser could, you may not" (auth's SuperUser guard, and the
+    users rule that only a superuser sees other accounts)."""
+
+    def __init__(self) -> None:
+        super().__init__("The user doesn't have enough privileges")
+
+
 class NotFound(DomainError):
     status = HTTPStatus.NOT_FOUND
 

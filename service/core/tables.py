@@ -1,4 +1,4 @@
-"""Shared table plumbing: the metadata with a constraint naming convention, and model discovery."""
+"""Shared table plumbing: metadata naming convention, model discovery, batched purges."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import importlib
 import pkgutil
 from datetime import UTC, datetime
 from types import ModuleType
+from typing import Any
 
-from sqlalchemy import MetaData
+from sqlalchemy import ColumnElement, Delete, MetaData, delete, select, tuple_
+from sqlalchemy.orm import Mapped
 from sqlmodel import SQLModel
 
 # Stable, predictable constraint names: migrations can drop and rename them on every database.
@@ -35,3 +37,24 @@ def discover_models(package: str = "service") -> list[ModuleType]:
         if module.name.rsplit(".", 1)[-1] == "models":
             found.append(importlib.import_module(module.name))
     return found
+
+
+type Column = ColumnElement[Any] | Mapped[Any]  # what sqlmodel's col() gives
+
+
+def purge_batch(
+    table: type[SQLModel],
+    key: tuple[Column, ...],
+    expired: ColumnElement[bool],
+    limit: int,
+    *,
+    oldest_first: Column | None = None,
+) -> Delete:
+    """DELETE up to `limit` rows matching `expired`, named by their `key` columns, skipping rows
+    another transaction holds locked: bounded work per call whatever the table holds, and a
+    purge never waits behind (or deadlocks with) the request using a row."""
+    batch = select(*key).where(expired).limit(limit).with_for_update(skip_locked=True)
+    if oldest_first is not None:
+        batch = batch.order_by(oldest_first)
+    target = key[0] if len(key) == 1 else tuple_(*key)
+    return delete(table).where(target.in_(batch))

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, null, tuple_, update
+from sqlalchemy import func, null, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from service.core.tables import purge_batch
 from service.idempotency.models import IdempotencyKey
 
 
@@ -80,16 +81,10 @@ async def store_response(
 
 async def delete_expired(session: AsyncSession, *, limit: int) -> int:
     """Delete up to `limit` expired keys (oldest first); returns how many went."""
-    batch = (
-        select(col(IdempotencyKey.user_id), col(IdempotencyKey.key))
-        .where(col(IdempotencyKey.expires_at) < func.now())
-        .order_by(col(IdempotencyKey.expires_at))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+    expires_at = col(IdempotencyKey.expires_at)
+    key = (col(IdempotencyKey.user_id), col(IdempotencyKey.key))
+    purge = purge_batch(
+        IdempotencyKey, key, expires_at < func.now(), limit, oldest_first=expires_at
     )
-    deleted = await session.exec(
-        delete(IdempotencyKey)
-        .where(tuple_(col(IdempotencyKey.user_id), col(IdempotencyKey.key)).in_(batch))
-        .returning(col(IdempotencyKey.key))
-    )
+    deleted = await session.exec(purge.returning(col(IdempotencyKey.key)))
     return len(deleted.all())

@@ -7,8 +7,6 @@ commit together or not at all, so a failed first attempt leaves the key free for
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,6 +16,7 @@ from typing import Any, ClassVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from service.core.digests import json_sha256
 from service.core.errors import BadRequest, Conflict, DomainError
 from service.idempotency import repository
 
@@ -67,13 +66,7 @@ def fingerprint(operation: str, payload: Mapping[str, Any]) -> str:
     Pass the validated payload, not the raw bytes: key order, whitespace and spelled-out defaults
     do not make a retry a different request.
     """
-    canonical = json.dumps(
-        {"operation": operation, "payload": payload},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return json_sha256({"operation": operation, "payload": payload})
 
 
 async def run_once(

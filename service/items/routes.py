@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 
-from service.api.deps import CurrentUser, SessionDep, SettingsDep
+from service.auth.deps import CurrentUser
+from service.core.deps import Limit, SessionDep, SettingsDep, Skip
 from service.core.responses import model_response
 from service.core.routing import StrictJSONRoute
 from service.core.schemas import Message, problem_responses
@@ -25,8 +26,6 @@ from service.items.schemas import ItemCreate, ItemPublic, ItemsPublic, ItemUpdat
 
 router = APIRouter(prefix="/items", tags=["items"], route_class=StrictJSONRoute)
 
-Skip = Annotated[int, Query(ge=0, le=1_000_000)]
-Limit = Annotated[int, Query(ge=1, le=1000)]
 Cursor = Annotated[
     str | None,
     Query(

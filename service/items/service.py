@@ -8,7 +8,6 @@ keyset cursor; their count comes from trigger-kept counters, so neither grows wi
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 import uuid
@@ -22,6 +21,7 @@ from typing import Any
 import orjson
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from service.core.digests import json_default, json_sha256
 from service.core.errors import BadRequest, DomainError, Forbidden, NotFound
 from service.core.tables import utcnow
 from service.idempotency import service as idempotency
@@ -84,23 +84,15 @@ class IfMatch:
 JSON_OPTIONS = orjson.OPT_UTC_Z
 
 
-def _uuid_as_str(value: object) -> str:
-    """asyncpg's own UUID class (a uuid.UUID subclass) is not one orjson writes natively."""
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def to_json(content: object, *, sort_keys: bool = False) -> bytes:
-    option = JSON_OPTIONS | orjson.OPT_SORT_KEYS if sort_keys else JSON_OPTIONS
-    return orjson.dumps(content, default=_uuid_as_str, option=option)
+def to_json(content: object) -> bytes:
+    return orjson.dumps(content, default=json_default, option=JSON_OPTIONS)
 
 
 def etag_for(item: Mapping[str, object]) -> str:
     """A strong ETag: the SHA-256 of the item as the API shows it (canonical JSON, sorted keys),
     so it changes exactly when the representation does (and comes back if an edit is undone,
     which is harmless for If-Match). `item` is a row, or its JSON form (a stored answer)."""
-    return f'"{hashlib.sha256(to_json(item, sort_keys=True)).hexdigest()}"'
+    return f'"{json_sha256(item)}"'
 
 
 # -- keyset cursors -----------------------------------------------------------------------------

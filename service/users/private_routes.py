@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api.deps import PasswordsDep, SessionDep
+from service.core.deps import PasswordsDep, SessionDep
 from service.core.request_bodies import RequestBody
 from service.core.routing import StrictJSONRoute
 from service.users import service

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Response
 
-from service.api.deps import (
-    CurrentUser,
-    MailerDep,
-    PasswordsDep,
-    SessionDep,
-    SettingsDep,
-    SuperUser,
-)
+from service.auth import service as auth
+from service.auth.deps import CurrentUser, SuperUser
 from service.auth.emails import new_account_email
+from service.core.deps import Limit, MailerDep, PasswordsDep, SessionDep, SettingsDep, Skip
 from service.core.responses import model_response
 from service.core.routing import StrictJSONRoute
 from service.core.schemas import Message, problem_responses
@@ -32,8 +26,8 @@ from service.users.schemas import (
 
 router = APIRouter(prefix="/users", tags=["users"], route_class=StrictJSONRoute)
 
-Skip = Annotated[int, Query(ge=0, le=1_000_000)]
-Limit = Annotated[int, Query(ge=1, le=1000)]
+# Answers that carry account data: never stored by a browser or a proxy (paths under /api/v1).
+NO_STORE_PATHS = frozenset({"/users/me", "/users/me/password", "/users/signup"})
 
 
 @router.get("/", response_model=UsersPublic)
@@ -84,7 +78,7 @@ async def update_password_me(
     user: CurrentUser,
     body: UpdatePassword,
 ) -> Message:
-    await service.change_my_password(session, passwords, settings, user, body)
+    await auth.change_password(session, passwords, settings, user, body)
     return Message(message="Password updated successfully")
 
 
@@ -111,7 +105,9 @@ async def update_user(
     body: UserUpdate,
 ) -> UserPublic:
     updated = await service.update_user(session, passwords, actor, user_id, body)
-    return UserPublic.model_validate(updated)
+    if updated.ends_sessions:
+        await auth.revoke_credentials(session, user_id)
+    return UserPublic.model_validate(updated.user)
 
 
 @router.delete("/{user_id}", response_model=Message)

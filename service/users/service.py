@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from service.auth.service import count_password_check, forget_account_failures, revoke_credentials
-from service.core.config import Settings
-from service.core.errors import BadRequest, Conflict, Forbidden, NotFound
+from service.core.errors import Conflict, Forbidden, NotEnoughPrivileges, NotFound
 from service.core.security import PasswordHashing
 from service.users import repository
 from service.users.models import User, UserRecord
 from service.users.schemas import (
-    UpdatePassword,
     UserCreate,
     UserRegister,
     UserUpdate,
@@ -32,11 +30,6 @@ class UserNotFound(NotFound):
         super().__init__("The user with this id does not exist in the system")
 
 
-class NotEnoughPrivileges(Forbidden):
-    def __init__(self) -> None:
-        super().__init__("The user doesn't have enough privileges")
-
-
 class SuperuserSelfDelete(Forbidden):
     def __init__(self) -> None:
         super().__init__("Super users are not allowed to delete themselves")
@@ -52,14 +45,14 @@ class LastSuperuser(Conflict):
         super().__init__("This would leave no active superuser; promote another one first")
 
 
-class IncorrectPassword(BadRequest):
-    def __init__(self) -> None:
-        super().__init__("Incorrect password")
-
-
-class SamePassword(BadRequest):
-    def __init__(self) -> None:
-        super().__init__("New password cannot be the same as the current one")
+@dataclass(frozen=True, slots=True)
+class UserUpdated:
+    user: User
+    # A new password ends every session the old one opened; deactivation ends them all, so
+    # reactivating the account brings none of them (nor a reset link) back. Credentials are
+    # auth's (auth may use users, never the reverse), so the route ends them, in the same
+    # transaction, right after this change.
+    ends_sessions: bool
 
 
 async def _insert(session: AsyncSession, user: User) -> User:
@@ -109,7 +102,7 @@ def _changes(data: UserUpdate | UserUpdateMe) -> dict[str, object]:
     return {k: v for k, v in sent.items() if v is not None or k == "full_name"}
 
 
-async def _own_account(session: AsyncSession, me: UserRecord) -> User:
+async def own_account(session: AsyncSession, me: UserRecord) -> User:
     """The caller's row as a tracked User, to change it (the request authenticated with a
     read-only UserRecord). Gone since then: 404, as for any user that does not exist."""
     user = await repository.get_user(session, me.id)
@@ -119,34 +112,7 @@ async def _own_account(session: AsyncSession, me: UserRecord) -> User:
 
 
 async def update_me(session: AsyncSession, me: UserRecord, data: UserUpdateMe) -> User:
-    return await _save(session, await _own_account(session, me), _changes(data))
-
-
-async def change_my_password(
-    session: AsyncSession,
-    passwords: PasswordHashing,
-    settings: Settings,
-    me: UserRecord,
-    data: UpdatePassword,
-) -> None:
-    """Checking the current password is a guess like a login, so it is counted on the account's
-    login throttle first (429 once over the limit, with no argon2 work), and no database
-    connection is held while argon2 runs (measured before: 40 concurrent wrong attempts made
-    another user's GET /items/ answer 503). The new hash is stored only if the old one is still
-    the stored one."""
-    user = await _own_account(session, me)
-    current_hash, email = user.hashed_password, user.email
-    await count_password_check(session, settings, email)  # commits: the connection goes back
-    check = await passwords.verify(current_hash, data.current_password)
-    if not check.valid:
-        raise IncorrectPassword
-    if data.current_password == data.new_password:
-        raise SamePassword
-    new_hash = await passwords.hash(data.new_password)
-    if not await repository.replace_password(session, user.id, current_hash, new_hash):
-        raise IncorrectPassword  # changed (or deleted) while argon2 ran: the check is void
-    await revoke_credentials(session, user.id)
-    await forget_account_failures(session, email)
+    return await _save(session, await own_account(session, me), _changes(data))
 
 
 def _removes_a_superuser(user: User, changes: dict[str, object]) -> bool:
@@ -169,7 +135,7 @@ async def update_user(
     actor: UserRecord,
     user_id: uuid.UUID,
     data: UserUpdate,
-) -> User:
+) -> UserUpdated:
     changes = _changes(data)
     if user_id == actor.id and (
         changes.get("is_superuser") is False or changes.get("is_active") is False
@@ -187,11 +153,7 @@ async def update_user(
     if data.password is not None:
         changes["hashed_password"] = await passwords.hash(data.password)
     saved = await _save(session, user, changes)
-    # A new password ends every session the old one opened; deactivation ends them all, so
-    # reactivating the account brings none of them (nor a reset link) back.
-    if data.password is not None or deactivating:
-        await revoke_credentials(session, user.id)
-    return saved
+    return UserUpdated(saved, ends_sessions=data.password is not None or deactivating)
 
 
 async def delete_me(session: AsyncSession, user: UserRecord) -> None:

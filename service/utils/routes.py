@@ -8,8 +8,9 @@ import aiosmtplib
 from fastapi import APIRouter, Query
 from pydantic import EmailStr
 
-from service.api.deps import MailerDep, SettingsDep, SuperUser
+from service.auth.deps import SuperUser
 from service.auth.emails import test_email as build_test_email
+from service.core.deps import MailerDep, SettingsDep
 from service.core.errors import ServiceUnavailable
 from service.core.routing import StrictJSONRoute
 from service.core.schemas import Message

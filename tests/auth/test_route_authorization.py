@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import iter_route_contexts
 
-from service.api.deps import _current_superuser, _current_user
+from service.auth.deps import _current_superuser, _current_user
 from service.users.models import User
 from tests.conftest import bearer, problem
 

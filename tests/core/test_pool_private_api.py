@@ -1,0 +1,94 @@
+"""core/pool.py leans on SQLAlchemy internals: these fail when the internals it overrides change.
+
+The fair pool replaces QueuePool's queue (`_queue_class`, a `QueueCommon`) and wraps its
+`_do_get` / `_do_return_conn`, and pings through `Pool._dialect.do_ping`. None of that is public
+API, so pyproject.toml pins SQLAlchemy to the minor it was tested on, and each assumption the
+code makes is stated here. When one fails after an upgrade, re-read the new SQLAlchemy source,
+adapt core/pool.py, then widen the pin.
+"""
+
+from __future__ import annotations
+
+import inspect
+import tomllib
+from importlib.metadata import version
+from pathlib import Path
+
+import sqlalchemy
+from packaging.requirements import Requirement
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import base as pool_base
+from sqlalchemy.pool import impl as pool_impl
+from sqlalchemy.util import queue as sqla_queue
+
+from service.core.pool import HandOffQueue, HandOffQueuePool
+
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def _sqlalchemy_requirement() -> Requirement:
+    dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
+    [declared] = [r for r in map(Requirement, dependencies) if r.name == "sqlalchemy"]
+    return declared
+
+
+def _parameters(function: object) -> list[str]:
+    return list(inspect.signature(function).parameters)  # type: ignore[arg-type]
+
+
+def test_sqlalchemy_is_pinned_to_the_tested_minor() -> None:
+    declared = _sqlalchemy_requirement()
+    installed = version("sqlalchemy")
+    assert declared.specifier.contains(installed), (str(declared), installed)
+    major, minor = (int(part) for part in installed.split(".")[:2])
+    assert not declared.specifier.contains(f"{major}.{minor + 1}.0"), (
+        f"{declared} admits the next minor, which core/pool.py was never tested on"
+    )
+
+
+def test_hand_off_queue_implements_every_method_of_queue_common() -> None:
+    expected = {
+        "__init__": ["self", "maxsize", "use_lifo"],
+        "empty": ["self"],
+        "full": ["self"],
+        "qsize": ["self"],
+        "put_nowait": ["self", "item"],
+        "put": ["self", "item", "block", "timeout"],
+        "get_nowait": ["self"],
+        "get": ["self", "block", "timeout"],
+    }
+    declared = {
+        name: _parameters(member)
+        for name, member in vars(sqla_queue.QueueCommon).items()
+        if inspect.isfunction(member) and (name == "__init__" or not name.startswith("_"))
+    }
+    assert declared == expected  # a method added or changed upstream: HandOffQueue must follow
+    overridden = {name: _parameters(vars(HandOffQueue)[name]) for name in expected}
+    assert overridden == expected
+
+
+def test_queue_pool_builds_its_queue_from_queue_class_and_uses_get_and_put_as_assumed() -> None:
+    pool = HandOffQueuePool(creator=lambda: None, pool_size=3, max_overflow=0)  # never connects
+    assert type(pool._pool) is HandOffQueue
+    assert pool._pool.maxsize == 3
+    # QueuePool's own _do_get / _do_return_conn, which ours wrap, talk to the queue like this and
+    # expect these exception classes (the ones core/pool.py raises).
+    assert "self._pool.get(wait, self._timeout)" in inspect.getsource(QueuePool._do_get)
+    assert "self._pool.put(record, False)" in inspect.getsource(QueuePool._do_return_conn)
+    assert pool_impl.sqla_queue.Empty is sqla_queue.Empty
+    assert pool_impl.sqla_queue.Full is sqla_queue.Full
+
+
+def test_checkout_and_return_go_through_the_overridden_methods() -> None:
+    assert _parameters(QueuePool._do_get) == ["self"]
+    assert _parameters(QueuePool._do_return_conn) == ["self", "record"]
+    checkout = inspect.getsource(pool_base._ConnectionRecord.checkout)
+    assert "pool._do_get()" in checkout
+    assert "self._do_return_conn(record)" in inspect.getsource(pool_base.Pool._return_conn)
+
+
+def test_the_idle_ping_uses_the_dialects_do_ping() -> None:
+    assert _parameters(PGDialect_asyncpg.do_ping) == ["self", "dbapi_connection"]
+    assert "_dialect" in inspect.getsource(pool_base.Pool.__init__)
+    assert callable(sqlalchemy.util.await_)  # HandOffQueue.get waits through it (new in 2.1)
