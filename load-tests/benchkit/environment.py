@@ -60,6 +60,10 @@ class Managed:
         log(f"work dir {self.workdir}; starting PostgreSQL from {self.postgres.bindir}")
         try:
             self.postgres.start()
+            log(
+                f"{self.postgres.version} in {self.postgres.directory}"
+                f" (postmaster pid {self.postgres.postmaster_pid})"
+            )
             env = self.base_env()
             run_keelson("migrate", env, self.logdir)
             run_keelson("seed", env, self.logdir)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -243,7 +245,38 @@ def test_entry_point_lists_every_mode_in_its_help() -> None:
 def test_runner_refuses_invalid_arguments_before_starting_anything(
     args: list[str], message: str
 ) -> None:
-    result = _bench_py(*args)
+    # `false` as keelson: should parsing ever let the arguments through, the run stops at migrate.
+    result = _bench_py(*args, "--keelson-cmd", "false")
+    started, _ = _stop_leftovers(result.stderr)
     assert result.returncode == 2
     assert message in result.stderr
-    assert "starting PostgreSQL" not in result.stderr
+    assert started == []
+
+
+def _stop_leftovers(stderr: str) -> tuple[list[str], list[int]]:
+    """The temp dirs a run logged, and the pids still naming one (a postmaster's -D), stopped here
+    by pid so that a regression leaves nothing running."""
+    started = re.findall(r"(/tmp/keelson-[\w-]+)", stderr)
+    leaked = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if any(path in cmdline for path in started):
+            leaked.append(int(proc.name))
+    for pid in leaked:
+        os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
+    return started, leaked
+
+
+def test_a_failed_migrate_stops_the_runs_postgres(wrk: str) -> None:
+    result = _bench_py("--keelson-cmd", "false", "--duration", "1")
+    started, leaked = _stop_leftovers(result.stderr)
+    assert result.returncode == 1
+    assert "keelson migrate failed" in result.stderr
+    assert started, result.stderr
+    assert leaked == [], f"PostgreSQL still running after the run: {leaked}"
+    assert not [p for p in started if Path(p).exists()]
