@@ -123,9 +123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="2:0,5:0,10:5,20:10,40:20,80:40",
         help="pool_size:max_overflow pairs for --pool-sweep",
     )
-    modes.add_argument(
-        "--sweep-connections", default="32,128", help="client connections for --pool-sweep"
-    )
+    modes.add_argument("--sweep-connections", default="32,128", help="wrk -c list for --pool-sweep")
     modes.add_argument("--scale", metavar="N,M,...", help="items list cost at each item count")
     modes.add_argument(
         "--cursor-field", default="next_cursor", help="response field with the next-page cursor"
