@@ -75,7 +75,13 @@ class Managed:
     def start_keelson(self, extra_env: dict[str, str] | None = None) -> Target:
         self.stop_keelson()
         port = free_port()
-        env = {**self.base_env(), "SERVER_PORT": str(port), **(extra_env or {})}
+        # A free METRICS_PORT too: the default 9090 would collide with another server's.
+        env = {
+            **self.base_env(),
+            "SERVER_PORT": str(port),
+            "METRICS_PORT": str(free_port()),
+            **(extra_env or {}),
+        }
         self.keelson = Server("keelson", keelson_argv("serve"), env, port, self.logdir)
         self.keelson.start("/readyz")
         target = Target(
