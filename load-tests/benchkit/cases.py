@@ -1,0 +1,109 @@
+"""The measured cases, the template's figures for them (shared/reference/API.md) and the targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Reference:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    label: str
+    method: str
+    path: str
+    script: str
+    auth: bool = False
+    reference: Reference | None = None
+    min_rps: float | None = None  # absolute req/s target (5x the template, or its login figure)
+    p99_budget_ms: float | None = None
+    server: str = "keelson"  # "hello" / "lean": the baselines in hello_app.py / lean_app.py
+
+
+TEMPLATE_FACTOR = 5  # the issue's throughput target on every database endpoint: 5x the template
+LEAN_SHARE = 0.80  # stretch: Keelson keeps 80% of the lean implementation's req/s
+LOGIN_UNDER_LOAD = "login-under-load"
+LOGIN_UNDER_LOAD_P99_MS = 50.0
+HEALTH_VS_HELLO = 0.80
+HEALTH_PATH = "/api/v1/utils/health-check/"
+
+
+def _database_case(
+    key: str, method: str, path: str, script: str, reference: Reference, p99_budget_ms: float
+) -> Case:
+    """An authenticated database endpoint: 5x the template's req/s and a p99 budget."""
+    return Case(
+        key,
+        f"{method} {path}",
+        method,
+        path,
+        script,
+        auth=True,
+        reference=reference,
+        min_rps=TEMPLATE_FACTOR * reference.rps,
+        p99_budget_ms=p99_budget_ms,
+    )
+
+
+def _lean(case: Case) -> Case:
+    """The same request against lean_app.py: the stretch ceiling, with no figure or budget."""
+    return replace(
+        case,
+        key=f"lean-{case.key}",
+        label=f"lean: {case.label}",
+        server="lean",
+        reference=None,
+        min_rps=None,
+        p99_budget_ms=None,
+    )
+
+
+_DATABASE_CASES = [
+    _database_case("me", "GET", "/api/v1/users/me", "get.lua", Reference(510, 60, 174), 25),
+    _database_case(
+        "items", "GET", "/api/v1/items/?skip=0&limit=100", "get.lua", Reference(194, 156, 455), 60
+    ),
+    _database_case(
+        "create", "POST", "/api/v1/items/", "post_json.lua", Reference(277, 105, 319), 40
+    ),
+]
+
+CASES: dict[str, Case] = {
+    c.key: c
+    for c in [
+        Case(
+            "hello",
+            "hello-world baseline (bare FastAPI)",
+            "GET",
+            HEALTH_PATH,
+            "get.lua",
+            server="hello",
+        ),
+        Case(
+            "health",
+            f"GET {HEALTH_PATH}",
+            "GET",
+            HEALTH_PATH,
+            "get.lua",
+            reference=Reference(5522, 6.1, 8.2),
+        ),
+        Case(
+            "login",
+            "POST /api/v1/login/access-token",
+            "POST",
+            "/api/v1/login/access-token",
+            "login.lua",
+            reference=Reference(11.5, 2520, 4270),
+            min_rps=11.5,
+        ),
+        *_DATABASE_CASES,
+        *(_lean(c) for c in _DATABASE_CASES),
+    ]
+}
+DEFAULT_CASES = ["hello", "health", "login", "me", "items", "create", LOGIN_UNDER_LOAD]
