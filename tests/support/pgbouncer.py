@@ -91,11 +91,7 @@ class PgBouncer:
                 f"admin_users = {self.user}",
                 "pool_mode = transaction",
                 f"default_pool_size = {self.pool_size}",
-                # Without a minimum, PgBouncer 1.18 can stay in "server login has been failing"
-                # after PostgreSQL is back: clients are refused at login, so none waits for a
-                # server and none is launched (seen in 3 of 5 drill restarts, > 30 s each). The
-                # janitor keeps min_pool_size connections open, which relaunches them.
-                "min_pool_size = 1",
+                "min_pool_size = 0",
                 "reserve_pool_size = 0",
                 f"max_client_conn = {self.max_client_conn}",
                 # Clients wait for a server connection instead of failing; keelson's own pool
