@@ -102,6 +102,24 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0))
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def _cpu_by_role(cluster: Cluster) -> dict[str, float]:
+    roles = {"keelson": [r.process.pid for r in cluster.replicas.values()]}
+    if cluster.haproxy is not None:
+        roles["haproxy"] = [cluster.haproxy.pid]
+    if cluster.bouncer is not None and cluster.bouncer.process is not None:
+        roles["pgbouncer"] = [cluster.bouncer.process.pid]
+    return {role: sum(_cpu_seconds(pid) for pid in pids) for role, pids in roles.items()}
+
+
 def _wrk(url: str, script: str, token: str, duration_s: float, connections: int) -> dict[str, Any]:
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -166,14 +184,24 @@ async def run_capacity(
             await asyncio.to_thread(cluster.wait_all_routed, names[:routed])
             results = {}
             for case, (path, script) in CAPACITY_CASES.items():
+                before = _cpu_by_role(cluster)
                 results[case] = await asyncio.to_thread(
                     _wrk, cluster.balancer_url + path, script, token, duration_s, connections
                 )
+                after = _cpu_by_role(cluster)
+                requests = results[case]["rps"] * duration_s
+                # CPU per request is the figure that survives a noisy host: req/s per core of
+                # keelson = 1 / (keelson CPU seconds per request).
+                results[case]["cpu_us_per_request"] = {
+                    role: round((after[role] - before[role]) / requests * 1e6) for role in after
+                }
+                results[case]["load_average_1m"] = round(os.getloadavg()[0], 2)
             report["runs"][str(routed)] = results
     for routed, results in report["runs"].items():
         for case in results.values():
             case["rps_per_replica"] = round(case["rps"] / int(routed), 1)
-            case["rps_per_core"] = round(case["rps"] / report["cpus"], 1)
+            keelson_us = case["cpu_us_per_request"]["keelson"]
+            case["keelson_rps_per_core"] = round(1e6 / keelson_us, 1) if keelson_us else None
     return report
 
 
