@@ -26,6 +26,7 @@ from service.core.db import driver_connect_args, session_factory, session_timeou
 from service.core.logging import configure_logging
 from service.core.migrations import (
     MigrationLockTimeout,
+    MigrationStopped,
     alembic_config,
     is_lock_timeout,
     set_role_defaults,
@@ -135,7 +136,17 @@ def migrate(settings: Settings, *, revision: str = "head") -> None:
     if settings.db_pooler == "pgbouncer":
         role = settings.sqlalchemy_url.username or ""
         timeouts = session_timeouts(settings)
-        database = asyncio.run(set_role_defaults(url, role, timeouts))
+        try:
+            database = asyncio.run(set_role_defaults(url, role, timeouts))
+        except DBAPIError as error:
+            reason = str(getattr(error, "orig", error)).splitlines()[0]
+            raise MigrationStopped(
+                f"the schema is migrated, but role {role!r}'s session timeouts could not be"
+                f" stored (ALTER ROLE ... IN DATABASE ... SET statement_timeout): {reason}."
+                " Behind PgBouncer nothing else enforces DB_STATEMENT_TIMEOUT_MS: give"
+                " MIGRATION_DATABASE_URL a role allowed to alter that role (the role itself,"
+                " or one with CREATEROLE), or set them yourself (docs/kubernetes.md)"
+            ) from error
         log.info("role_session_defaults_set", role=role, database=database, **timeouts)
 
 
@@ -272,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"keelson: {error}", file=sys.stderr)
         return 2
-    except MigrationLockTimeout as error:
+    except MigrationStopped as error:
         print(f"keelson: migration stopped: {error}", file=sys.stderr)
         return 4
     except EmbeddedPostgresError as error:

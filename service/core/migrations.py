@@ -49,7 +49,11 @@ def schema_is_compatible(revisions: set[str]) -> bool:
     return bool(revisions) and not revisions <= known_revisions()
 
 
-class MigrationLockTimeout(RuntimeError):
+class MigrationStopped(RuntimeError):
+    """`keelson migrate` stopped for a reason the operator can act on (exit code 4)."""
+
+
+class MigrationLockTimeout(MigrationStopped):
     """A migration statement waited longer than MIGRATION_LOCK_TIMEOUT_MS for a lock."""
 
 

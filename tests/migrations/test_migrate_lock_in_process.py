@@ -122,3 +122,34 @@ def test_direct_mode_sends_timeouts_at_connect_and_pgbouncer_mode_caches_nothing
     pooled = driver_connect_args(make_settings(url, db_pooler="pgbouncer"))
     assert pooled["server_settings"] == {"application_name": "keelson"}
     assert (pooled["statement_cache_size"], pooled["prepared_statement_cache_size"]) == (0, 0)
+
+
+async def test_a_role_that_may_not_alter_the_service_role_stops_with_a_clear_error(
+    database_at_0003: str,
+) -> None:
+    """The service role is a superuser here; a plain migration role may not change its
+    defaults: the migration itself commits, then `keelson migrate` stops naming the fix."""
+    name = make_url(database_at_0003).database
+    admin = await asyncpg.connect(asyncpg_dsn(database_at_0003))
+    try:
+        await admin.execute("DROP ROLE IF EXISTS keelson_limited")
+        await admin.execute("CREATE ROLE keelson_limited LOGIN")
+        await asyncio.to_thread(command.upgrade, alembic_config(database_at_0003), "head")
+        await admin.execute("GRANT SELECT ON alembic_version TO keelson_limited")
+        limited = make_url(database_at_0003).set(username="keelson_limited")
+        settings = make_settings(
+            database_at_0003,
+            db_pooler="pgbouncer",
+            migration_database_url=limited.render_as_string(hide_password=False),
+        )
+        with pytest.raises(cli.MigrationStopped) as stopped:
+            await asyncio.to_thread(cli.migrate, settings)
+    finally:
+        await admin.execute(f'REVOKE ALL ON DATABASE "{name}" FROM keelson_limited')
+        await admin.execute("REVOKE ALL ON alembic_version FROM keelson_limited")
+        await admin.execute("DROP ROLE keelson_limited")
+        await admin.close()
+    message = str(stopped.value)
+    assert "session timeouts could not be stored" in message
+    assert "permission denied" in message or "must be superuser" in message
+    assert "MIGRATION_DATABASE_URL" in message
