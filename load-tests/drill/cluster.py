@@ -139,7 +139,6 @@ class Cluster:
 
     def start(self) -> None:
         server_url = self.postgres.start()
-        self.local_postgres  # noqa: B018 - fail now if it cannot be restarted later
         self.direct_url = server_url
         self.bouncer = PgBouncer(server_url, pool_size=self.pgbouncer_pool_size).start()
         self.pooled_url = self.bouncer.url("postgres")
