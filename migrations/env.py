@@ -1,7 +1,10 @@
 """Alembic environment: async engine, models discovered by package convention, one advisory lock.
 
 Two pods running `keelson migrate` at once queue on a PostgreSQL advisory lock taken inside the
-migration transaction; the second one then finds the schema at head and does nothing.
+migration transaction; the second one then finds the schema at head and does nothing. The lock is
+transaction-level (pg_advisory_xact_lock), so it also holds behind a transaction-mode pooler,
+where a session-level lock would stay on a server connection that other clients then use.
+`keelson migrate` passes MIGRATION_LOCK_TIMEOUT_MS as config.attributes["lock_timeout_ms"].
 """
 
 from __future__ import annotations
@@ -46,11 +49,22 @@ def _run_locked(connection: Connection) -> None:
     _configure(connection=connection)
     with context.begin_transaction():
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        lock_timeout_ms = config.attributes.get("lock_timeout_ms")
+        if lock_timeout_ms is not None:
+            # After the advisory lock, so a second migrator still waits for the first; from here
+            # a DDL statement queued behind a long transaction fails instead of making every
+            # later query on that table queue behind it.
+            connection.execute(text(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}"))
         context.run_migrations()
 
 
 async def run_migrations_online() -> None:
-    engine = create_async_engine(_database_url(), poolclass=pool.NullPool)
+    engine = create_async_engine(
+        _database_url(),
+        poolclass=pool.NullPool,
+        # Unnamed statements only: correct even if the URL leads through a transaction pooler.
+        connect_args={"statement_cache_size": 0, "prepared_statement_cache_size": 0},
+    )
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run_locked)

@@ -13,13 +13,25 @@ from types import FrameType
 import structlog
 import uvicorn
 from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError as AlembicError
+from sqlalchemy import NullPool
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from service.core import metrics
 from service.core.config import ConfigError, Environment, Settings, load_settings
-from service.core.db import session_factory
+from service.core.db import driver_connect_args, session_factory, session_timeouts
 from service.core.logging import configure_logging
-from service.core.migrations import alembic_config
+from service.core.migrations import (
+    MigrationLockTimeout,
+    MigrationStopped,
+    alembic_config,
+    is_lock_timeout,
+    set_role_defaults,
+)
 from service.core.security import PasswordHashing
 from service.core.tables import discover_models
 from service.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
@@ -68,10 +80,86 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
         uvicorn.Server(config).run()
 
 
-def migrate(settings: Settings) -> None:
-    url = settings.sqlalchemy_url.render_as_string(hide_password=False)
-    command.upgrade(alembic_config(url), "head")
-    log.info("migrated", to="head")
+def migration_url(settings: Settings) -> str:
+    """MIGRATION_DATABASE_URL (a DDL-capable role, straight to PostgreSQL), else DATABASE_URL."""
+    if settings.migration_database_url is not None:
+        return settings.migration_database_url
+    return settings.sqlalchemy_url.render_as_string(hide_password=False)
+
+
+def _is_downgrade(config: Config, url: str, target: str) -> bool:
+    """Whether `target` is behind the schema's current revision (an ancestor of it)."""
+    if target in {"head", "heads"}:
+        return False
+
+    async def current() -> set[str]:
+        engine = create_async_engine(
+            url,
+            poolclass=NullPool,
+            connect_args={"statement_cache_size": 0, "prepared_statement_cache_size": 0},
+        )
+        try:
+            async with engine.connect() as connection:
+                heads = await connection.run_sync(
+                    lambda sync: MigrationContext.configure(sync).get_current_heads()
+                )
+                return set(heads)
+        finally:
+            await engine.dispose()
+
+    scripts = ScriptDirectory.from_config(config)
+    try:
+        wanted = scripts.get_revision(target)
+    except AlembicError as error:
+        raise ConfigError(f"--revision: {error}") from None
+    if wanted is None:  # "base"
+        return True
+    heads = asyncio.run(current())
+    below = {s.revision for head in heads for s in scripts.iterate_revisions(head, "base")}
+    return wanted.revision in below - heads
+
+
+def migrate(settings: Settings, *, revision: str = "head") -> None:
+    """Upgrade (or, to an older --revision, downgrade) the schema, advisory-locked.
+
+    Each DDL statement waits at most MIGRATION_LOCK_TIMEOUT_MS for its table lock. Behind
+    PgBouncer (DB_POOLER=pgbouncer) the service's session timeouts are then stored as the
+    DATABASE_URL role's defaults: the pooler cannot pass them at connect (service/core/db.py).
+    """
+    url = migration_url(settings)
+    config = alembic_config(url)
+    config.attributes["lock_timeout_ms"] = settings.migration_lock_timeout_ms
+    try:
+        if _is_downgrade(config, url, revision):
+            command.downgrade(config, revision)
+            log.info("migrated", to=revision, direction="downgrade")
+        else:
+            command.upgrade(config, revision)
+            log.info("migrated", to=revision, direction="upgrade")
+    except DBAPIError as error:
+        if is_lock_timeout(error):
+            raise MigrationLockTimeout(
+                f"a migration statement waited more than MIGRATION_LOCK_TIMEOUT_MS="
+                f"{settings.migration_lock_timeout_ms} ms for a lock another session holds"
+                " (a long transaction on the table?); the migration was rolled back, nothing"
+                " changed. Retry once that transaction ends."
+            ) from error
+        raise
+    if settings.db_pooler == "pgbouncer":
+        role = settings.sqlalchemy_url.username or ""
+        timeouts = session_timeouts(settings)
+        try:
+            database = asyncio.run(set_role_defaults(url, role, timeouts))
+        except DBAPIError as error:
+            reason = str(getattr(error, "orig", error)).splitlines()[0]
+            raise MigrationStopped(
+                f"the schema is migrated, but role {role!r}'s session timeouts could not be"
+                f" stored (ALTER ROLE ... IN DATABASE ... SET statement_timeout): {reason}."
+                " Behind PgBouncer nothing else enforces DB_STATEMENT_TIMEOUT_MS: give"
+                " MIGRATION_DATABASE_URL a role allowed to alter that role (the role itself,"
+                " or one with CREATEROLE), or set them yourself (docs/kubernetes.md)"
+            ) from error
+        log.info("role_session_defaults_set", role=role, database=database, **timeouts)
 
 
 async def _seed(settings: Settings) -> bool:
@@ -79,7 +167,9 @@ async def _seed(settings: Settings) -> bool:
 
     discover_models()
     passwords = PasswordHashing(settings)
-    engine = create_async_engine(settings.sqlalchemy_url)
+    engine = create_async_engine(
+        settings.sqlalchemy_url, connect_args=driver_connect_args(settings)
+    )
     try:
         async with session_factory(engine)() as session:
             created = await insert_user_if_absent(
@@ -110,7 +200,9 @@ async def _purge_expired(settings: Settings) -> int:
     from service.idempotency.service import purge_expired_keys
 
     discover_models()
-    engine = create_async_engine(settings.sqlalchemy_url)
+    engine = create_async_engine(
+        settings.sqlalchemy_url, connect_args=driver_connect_args(settings)
+    )
     total = 0
     try:
         sessions = session_factory(engine)
@@ -165,7 +257,14 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd = sub.add_parser("serve", help="run the HTTP server (one process)")
     serve_cmd.add_argument("--host", help="bind address (default: SERVER_HOST)")
     serve_cmd.add_argument("--port", type=int, help="port (default: SERVER_PORT)")
-    sub.add_parser("migrate", help="upgrade the database schema to head (advisory-locked)")
+    migrate_cmd = sub.add_parser(
+        "migrate", help="upgrade the database schema to head (advisory-locked)"
+    )
+    migrate_cmd.add_argument(
+        "--revision",
+        default="head",
+        help="target revision (default: head); an older one downgrades to it, deliberately",
+    )
     sub.add_parser("seed", help="create FIRST_SUPERUSER if it does not exist")
     dev_cmd = sub.add_parser(
         "dev", help="embedded Postgres (if DATABASE_URL is unset) + migrate + seed + serve"
@@ -185,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "serve":
                 serve(settings, host=args.host, port=args.port)
             case "migrate":
-                migrate(settings)
+                migrate(settings, revision=args.revision)
             case "seed":
                 seed(settings)
             case "dev":
@@ -200,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except metrics.MetricsServerError as error:
         print(f"keelson: {error}", file=sys.stderr)
         return 1
+    except MigrationStopped as error:
+        print(f"keelson: migration stopped: {error}", file=sys.stderr)
+        return 4
     except EmbeddedPostgresError as error:
         print(f"keelson: cannot start the embedded PostgreSQL: {error}", file=sys.stderr)
         return 3

@@ -1,4 +1,4 @@
-"""Where the Alembic scripts live and which revision the code expects."""
+"""Where the Alembic scripts live, which revision the code expects, and migration-time helpers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from sqlalchemy import NullPool, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
@@ -45,3 +47,60 @@ def schema_is_compatible(revisions: set[str]) -> bool:
     if revisions == expected_heads():
         return True
     return bool(revisions) and not revisions <= known_revisions()
+
+
+class MigrationStopped(RuntimeError):
+    """`keelson migrate` stopped for a reason the operator can act on (exit code 4)."""
+
+
+class MigrationLockTimeout(MigrationStopped):
+    """A migration statement waited longer than MIGRATION_LOCK_TIMEOUT_MS for a lock."""
+
+
+LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of lock_timeout
+
+
+def is_lock_timeout(error: BaseException) -> bool:
+    """Whether a (SQLAlchemy-wrapped) asyncpg error is PostgreSQL's lock_timeout firing."""
+    original = getattr(error, "orig", None)
+    cause = getattr(original, "__cause__", None)
+    for candidate in (error, original, cause):
+        if getattr(candidate, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+            return True
+    return False
+
+
+def _quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def role_defaults_statements(role: str, database: str, timeouts: dict[str, str]) -> list[str]:
+    """ALTER ROLE ... IN DATABASE ... SET for each session timeout (integers, in ms).
+
+    Behind a transaction-mode pooler the service cannot send its session timeouts as startup
+    parameters; as the role's defaults in this database they reach every server connection the
+    pooler opens for that role, at no cost per request.
+    """
+    return [
+        f"ALTER ROLE {_quote_identifier(role)} IN DATABASE {_quote_identifier(database)}"
+        f" SET {name} = {int(value)}"
+        for name, value in sorted(timeouts.items())
+    ]
+
+
+async def set_role_defaults(migration_url: str, role: str, timeouts: dict[str, str]) -> str:
+    """Store the session timeouts as `role`'s defaults in the migration URL's database; returns
+    that database's name. Takes effect on connections opened afterwards."""
+    engine = create_async_engine(
+        migration_url,
+        poolclass=NullPool,
+        connect_args={"statement_cache_size": 0, "prepared_statement_cache_size": 0},
+    )
+    try:
+        async with engine.begin() as connection:
+            database = str((await connection.execute(text("SELECT current_database()"))).scalar())
+            for statement in role_defaults_statements(role, database, timeouts):
+                await connection.execute(text(statement))
+        return database
+    finally:
+        await engine.dispose()
