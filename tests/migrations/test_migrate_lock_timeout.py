@@ -19,6 +19,8 @@ from tests.support.processes import base_env
 
 pytestmark = pytest.mark.slow
 
+HEAD = "0005"  # written out, not read from the scripts: move it when a migration lands
+
 
 @pytest.fixture
 async def database_at_0003(pg_server_url: str) -> AsyncIterator[str]:
@@ -73,6 +75,6 @@ async def test_the_same_migration_succeeds_once_the_transaction_ends(
     assert done.returncode == 0, done.stdout + done.stderr
     connection = await asyncpg.connect(asyncpg_dsn(database_at_0003))
     try:
-        assert await connection.fetchval("SELECT version_num FROM alembic_version") == "0004"
+        assert await connection.fetchval("SELECT version_num FROM alembic_version") == HEAD
     finally:
         await connection.close()
