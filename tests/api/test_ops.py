@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
@@ -136,8 +138,7 @@ async def test_unhandled_error_is_500_problem_with_request_id(settings: object) 
     assert body["detail"] == "The server failed to handle this request"
 
 
-async def _stamp(url: str, revision: str) -> None:
-
+async def _stamp(url: str, revision: str | None) -> None:
     connection = await asyncpg.connect(
         make_url(url).set(drivername="postgresql").render_as_string(False)
     )
@@ -146,34 +147,77 @@ async def _stamp(url: str, revision: str) -> None:
             "CREATE TABLE IF NOT EXISTS alembic_version (version_num varchar(32))"
         )
         await connection.execute("DELETE FROM alembic_version")
-        await connection.execute("INSERT INTO alembic_version VALUES ($1)", revision)
+        if revision is not None:
+            await connection.execute("INSERT INTO alembic_version VALUES ($1)", revision)
     finally:
         await connection.close()
 
 
-@pytest.mark.parametrize(
-    ("revision", "ready"),
-    [("0001", None), ("9999_from_a_newer_release", True)],
-)
-async def test_readyz_is_behind_or_ahead_aware(
-    pg_server_url: str, revision: str, ready: bool | None
-) -> None:
-    """Behind head (migrations pending) is not ready; ahead of head (the upgrade hook already
-    migrated for the next release) stays ready so old pods keep serving during a rollout."""
+# Written out by hand, not derived from service.core.migrations: the readiness rule must be
+# checked against what the release promises, not against the helpers /readyz itself uses.
+# A new migration makes test_head_revision_is_the_one_these_expectations_name fail: move HEAD
+# and add the old head to BEHIND.
+HEAD = "0004"
+BEHIND = ("0001", "0002", "0003")
 
+
+def test_head_revision_is_the_one_these_expectations_name() -> None:
+    assert expected_heads() == {HEAD}
+    assert known_revisions() == {*BEHIND, HEAD}
+
+
+@pytest.mark.parametrize("revision", BEHIND)
+async def test_readyz_503_migrations_when_schema_behind_head(
+    pg_server_url: str, revision: str
+) -> None:
+    """Behind head (migrations pending): not ready, and the answer names the migrations check."""
+    async with _stamped_app(pg_server_url, revision) as client:
+        response = await client.get("/readyz")
+    body = problem(response, 503)
+    assert body["check"] == "migrations"
+    assert body["detail"] == (
+        f"migrations check failed: schema at ['{revision}'], code expects ['{HEAD}']"
+    )
+
+
+@pytest.mark.parametrize(
+    "revision",
+    [
+        HEAD,
+        # Ahead of head: the upgrade hook already migrated for the next release; the old pods
+        # keep serving on the newer (expand-only) schema during the rollout and after a rollback.
+        "9999_from_a_newer_release",
+    ],
+)
+async def test_readyz_200_when_schema_at_or_ahead_of_head(
+    pg_server_url: str, revision: str
+) -> None:
+    async with _stamped_app(pg_server_url, revision) as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "ready", "checks": {"database": "ok", "migrations": "ok"}}
+
+
+async def test_readyz_503_migrations_when_version_table_is_empty(pg_server_url: str) -> None:
+    """An alembic_version table with no row (a half-initialised database) is not a schema."""
+    async with _stamped_app(pg_server_url, None) as client:
+        response = await client.get("/readyz")
+    assert problem(response, 503)["check"] == "migrations"
+
+
+@contextlib.asynccontextmanager
+async def _stamped_app(
+    pg_server_url: str, revision: str | None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client on an app whose database says it is at `revision` (no row when None)."""
     url = await create_database(pg_server_url, "keelson_stamped")
     await _stamp(url, revision)
     settings = make_settings(url)
     app = create_app(settings)
     app.state.db = Database.from_settings(settings)
-    behind = revision in known_revisions() and revision not in expected_heads()
     try:
         async with await _client_for(app) as client:
-            response = await client.get("/readyz")
-            if not behind:
-                assert response.status_code == 200
-            else:
-                assert problem(response, 503)["check"] == "migrations"
+            yield client
     finally:
         await app.state.db.dispose()
         await drop_database(pg_server_url, url)
