@@ -17,6 +17,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
+from sqlalchemy.pool import QueuePool
 
 from service.core.db import Database
 from service.embedded_postgres import EmbeddedPostgres
@@ -43,7 +44,8 @@ async def test_database_down_answers_503_quickly_and_liveness_stays_up() -> None
         async with await _client(app) as client:
             started = time.monotonic()
             response = await client.get(
-                "/api/v1/users/me", headers=bearer(app, User(id=uuid.uuid4(), email="a@b.co"))
+                "/api/v1/users/me",
+                headers=bearer(app, User(id=uuid.uuid4(), email="a@b.co", hashed_password="-")),
             )
             elapsed = time.monotonic() - started
             problem(response, 503)
@@ -80,7 +82,7 @@ async def test_pool_exhaustion_is_503_and_counted_while_ops_endpoints_answer(
     app = create_app(settings)
     database = Database.from_settings(settings)
     app.state.db = database
-    headers = bearer(app, User(id=committed_user, email="x@example.com"))
+    headers = bearer(app, User(id=committed_user, email="x@example.com", hashed_password="-"))
     try:
         async with await _client(app) as client:
             before = _pool_timeouts((await client.get("/metrics")).text)
@@ -114,7 +116,7 @@ async def test_statement_timeout_turns_a_stuck_write_into_504_and_changes_nothin
     app = create_app(settings)
     database = Database.from_settings(settings)
     app.state.db = database
-    headers = bearer(app, User(id=committed_user, email="x@example.com"))
+    headers = bearer(app, User(id=committed_user, email="x@example.com", hashed_password="-"))
     locker = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         transaction = locker.transaction()
@@ -133,7 +135,8 @@ async def test_statement_timeout_turns_a_stuck_write_into_504_and_changes_nothin
         assert name == "Before"
         async with database.engine.connect() as check:
             pool = database.engine.pool
-            assert pool.checkedout() == 1  # only this one: the failed request gave its back  # type: ignore[attr-defined]
+            assert isinstance(pool, QueuePool)
+            assert pool.checkedout() == 1  # only this one: the failed request gave its back
             await check.execute(text("SELECT 1"))
     finally:
         await locker.close()

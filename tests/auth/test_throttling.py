@@ -188,7 +188,7 @@ async def test_the_window_ends_and_attempts_are_allowed_again(
     _, client = limited
     await fail(client, user.email, ACCOUNT_LIMIT)
     throttled(await attempt(client, user.email, USER_PASSWORD))
-    await session.exec(
+    await session.exec(  # type: ignore[call-overload]
         text(
             "UPDATE login_throttle"
             " SET window_started_at = window_started_at - make_interval(secs => :window_s)"

@@ -153,7 +153,7 @@ def test_every_checkout_drops_credentials(ci: dict[str, Any]) -> None:
 
 
 def test_ci_runs_on_push_and_pull_request(ci: dict[str, Any]) -> None:
-    triggers = ci[True] if True in ci else ci["on"]  # PyYAML reads the key `on` as True
+    triggers = ci.get(True) or ci["on"]  # type: ignore[call-overload]  # PyYAML reads `on` as True
     assert "push" in triggers
     assert "pull_request" in triggers
 

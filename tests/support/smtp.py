@@ -74,7 +74,7 @@ class SmtpServer:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802 - aiosmtpd's hook name
         content = envelope.content
         raw = content if isinstance(content, bytes) else str(content).encode()
-        message = cast(EmailMessage, message_from_bytes(raw, policy=policy.default))
+        message = message_from_bytes(raw, policy=policy.default)
         self.received.append(
             ReceivedMail(str(envelope.mail_from), [str(r) for r in envelope.rcpt_tos], message)
         )
