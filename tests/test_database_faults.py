@@ -24,6 +24,7 @@ from service.embedded_postgres import EmbeddedPostgres
 from service.main import create_app
 from service.users.models import User
 from tests.conftest import bearer, make_settings, problem
+from tests.support.clients import asgi_client, http_client
 from tests.support.postgres import asyncpg_dsn
 from tests.support.processes import base_env, free_port, keelson, run_keelson, wait_ready
 
@@ -31,7 +32,7 @@ FAST_ARGON2 = {"ARGON2_MEMORY_KIB": "1024", "ARGON2_TIME_COST": "1", "ARGON2_PAR
 
 
 async def _client(app: FastAPI) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+    return asgi_client(app)
 
 
 async def test_database_down_answers_503_quickly_and_liveness_stays_up() -> None:
@@ -189,7 +190,7 @@ async def test_outage_mid_traffic_loses_and_duplicates_no_acknowledged_write(
     with keelson("serve", "--host", "127.0.0.1", "--port", str(port), env=env) as server:
         wait_ready(port, server)
         base = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        async with http_client(base, timeout=10) as client:
             login = await client.post(
                 "/api/v1/login/access-token",
                 data={"username": "admin@example.com", "password": "outage-pass-1"},
@@ -310,7 +311,7 @@ async def test_client_disconnect_mid_request_leaks_no_connection_or_transaction(
         await writer.wait_closed()
         await transaction.rollback()  # the server's request can now finish (for nobody)
 
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        async with http_client(f"http://127.0.0.1:{port}") as client:
             deadline = time.monotonic() + 10
             checked_out = None
             while time.monotonic() < deadline:

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 import schemathesis
 from aiosmtpd.controller import Controller
@@ -18,6 +17,7 @@ from hypothesis import HealthCheck, Phase, settings
 from schemathesis import checks as st_checks
 from schemathesis.specs.openapi import checks as openapi_checks
 
+from tests.support.clients import sync_http_client
 from tests.support.postgres import asyncpg_dsn, create_database, drop_database
 from tests.support.processes import base_env, free_port, keelson, run_keelson, wait_ready
 
@@ -68,10 +68,11 @@ def live_api(pg_server_url: str) -> Iterator[dict[str, Any]]:
         with keelson("serve", "--host", "127.0.0.1", "--port", str(port), env=env) as process:
             wait_ready(port, process)
             base = f"http://127.0.0.1:{port}"
-            login = httpx.post(
-                f"{base}/api/v1/login/access-token",
-                data={"username": SUPERUSER[0], "password": SUPERUSER[1]},
-            )
+            with sync_http_client(base) as http:
+                login = http.post(
+                    "/api/v1/login/access-token",
+                    data={"username": SUPERUSER[0], "password": SUPERUSER[1]},
+                )
             token = login.json()["access_token"]
             yield {"base": base, "headers": {"Authorization": f"Bearer {token}"}, "db": url}
     finally:

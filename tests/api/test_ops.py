@@ -17,6 +17,7 @@ from service.core.db import Database
 from service.core.migrations import expected_heads, known_revisions
 from service.main import create_app
 from tests.conftest import make_settings, problem
+from tests.support.clients import asgi_client
 from tests.support.postgres import create_database, drop_database
 
 
@@ -44,7 +45,7 @@ async def test_readyz_ok_when_database_at_head(client: httpx.AsyncClient) -> Non
 
 
 async def _client_for(app: FastAPI) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+    return asgi_client(app)
 
 
 async def test_readyz_503_when_database_unreachable() -> None:
@@ -129,8 +130,7 @@ async def test_unhandled_error_is_500_problem_with_request_id(settings: object) 
         raise RuntimeError("kaboom: internal detail")
 
     app.state.route_templates = {}
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with asgi_client(app, raise_app_exceptions=False) as client:
         response = await client.get("/boom", headers={"X-Request-ID": "req-1"})
     body = problem(response, 500)
     assert "kaboom" not in response.text

@@ -24,6 +24,7 @@ from service.auth.service import account_key, issue_reset_token
 from service.core.db import session_factory
 from service.users.models import User
 from tests.conftest import USER_PASSWORD, UserFactory, problem
+from tests.support.clients import asgi_client
 from tests.support.smtp import ClientFactory
 
 LOGIN = "/api/v1/login/access-token"
@@ -250,10 +251,7 @@ async def test_success_takes_back_its_own_attempt_but_not_the_failures(
 
 
 def client_from(app: FastAPI, peer: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app, client=(peer, 40_000)),
-        base_url="http://testserver",
-    )
+    return asgi_client(app, peer=(peer, 40_000))
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from service.main import create_app
 from service.users.models import User
 from tests.conftest import USER_PASSWORD, _savepoint_sessions, bearer, make_settings
 from tests.ops.metric_names import exposed_metric_names, metric_names_used
+from tests.support.clients import asgi_client
 
 
 def log_lines(output: str) -> list[dict[str, Any]]:
@@ -49,7 +50,7 @@ async def traced(
 
 
 async def _client(app: FastAPI) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+    return asgi_client(app)
 
 
 async def test_request_span_uses_route_template_and_db_spans_join_its_trace(

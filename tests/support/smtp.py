@@ -27,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.core.db import Database
 from service.main import create_app
-from tests.conftest import _savepoint_sessions, _scan_for_secrets, make_settings
+from tests.conftest import _savepoint_sessions, make_settings
+from tests.support.clients import asgi_client
 
 LOOPBACK = "127.0.0.1"
 _RESET_LINK = re.compile(r"/reset-password\?token=([A-Za-z0-9._~%-]+)")
@@ -139,13 +140,7 @@ async def client_with(
             database = Database(engine=engine, sessionmaker=_savepoint_sessions(connection))
             app = create_app(make_settings(database_url, **overrides), database=database)
             stack.callback(app.state.passwords.close)
-            client = await stack.enter_async_context(
-                httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=app),
-                    base_url="http://testserver",
-                    event_hooks={"response": [_scan_for_secrets]},
-                )
-            )
+            client = await stack.enter_async_context(asgi_client(app))
             return app, client
 
         yield make
