@@ -26,6 +26,9 @@ from service.users.models import User
 from tests.support.clients import _scan_async, asgi_client
 from tests.support.postgres import create_database, drop_database, postgres_server
 
+# Installs missing tools at session start; reports (and refuses) tool skips at the end.
+pytest_plugins = ["tests.support.provision"]
+
 SUPERUSER_EMAIL = "admin@example.com"
 SUPERUSER_PASSWORD = "admin-password-1"
 USER_PASSWORD = "user-password-1"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -16,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.tools import require_tool
+
 ROOT = Path(__file__).resolve().parents[2]
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +33,7 @@ def bench() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def wrk() -> str:
-    found = shutil.which("wrk")
-    if found is None:
-        if IN_CI:
-            pytest.fail("wrk is not installed (Debian: apt-get install wrk)")
-        pytest.skip("wrk is not installed (Debian: apt-get install wrk)")
-    return found
+    return require_tool("wrk")
 
 
 class _Handler(BaseHTTPRequestHandler):
