@@ -7,6 +7,7 @@ is stopped and started again, then checks every acknowledged write is stored exa
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,14 +18,16 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
 from service.core.db import Database
 from service.embedded_postgres import EmbeddedPostgres
 from service.main import create_app
 from service.users.models import User
-from tests.conftest import bearer, make_settings, problem
+from tests.conftest import FAST_TEST_SETTINGS, bearer, make_settings, problem
 from tests.support.clients import asgi_client, http_client
+from tests.support.faults import CommitCutter, blackhole
 from tests.support.postgres import asyncpg_dsn
 from tests.support.processes import base_env, free_port, keelson, run_keelson, wait_ready
 
@@ -288,8 +291,32 @@ async def test_client_disconnect_mid_request_leaks_no_connection_or_transaction(
     database_url: str, committed_user: uuid.UUID
 ) -> None:
     port = free_port()
-    env = base_env(DATABASE_URL=database_url, ACCESS_LOG_ENABLED="false")
+    # The test's own key: the token below must be valid for the server (without SECRET_KEY a
+    # local server makes up a random one, answers 401 at once, and no request ever waits).
+    env = base_env(
+        DATABASE_URL=database_url,
+        ACCESS_LOG_ENABLED="false",
+        SECRET_KEY=FAST_TEST_SETTINGS["secret_key"],
+    )
     locker = await asyncpg.connect(asyncpg_dsn(database_url))
+    watcher = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await _abandon_a_request_waiting_on_a_lock(
+            database_url, committed_user, port, env, locker, watcher
+        )
+    finally:  # closing the locker also releases its row lock if the test failed holding it
+        await locker.close()
+        await watcher.close()
+
+
+async def _abandon_a_request_waiting_on_a_lock(
+    database_url: str,
+    committed_user: uuid.UUID,
+    port: int,
+    env: dict[str, str],
+    locker: asyncpg.Connection,
+    watcher: asyncpg.Connection,
+) -> None:
     with keelson("serve", "--host", "127.0.0.1", "--port", str(port), env=env) as server:
         await asyncio.to_thread(wait_ready, port, server)
         settings = make_settings(database_url)
@@ -306,7 +333,7 @@ async def test_client_disconnect_mid_request_leaks_no_connection_or_transaction(
             + body
         )
         await writer.drain()
-        await asyncio.sleep(0.5)
+        await _wait_until_a_request_waits_on_a_lock(watcher)  # it is inside the server now
         writer.close()
         await writer.wait_closed()
         await transaction.rollback()  # the server's request can now finish (for nobody)
@@ -330,4 +357,103 @@ async def test_client_disconnect_mid_request_leaks_no_connection_or_transaction(
             " AND state LIKE 'idle in transaction%'"
         )
         assert open_transactions == 0
-    await locker.close()
+        # One outcome, not either: uvicorn does not cancel a handler when its client leaves,
+        # so the abandoned PATCH ran to the end once the lock was released and committed.
+        stored = await locker.fetchval("SELECT full_name FROM users WHERE id = $1", committed_user)
+        assert stored == "Abandoned"
+
+
+async def _wait_until_a_request_waits_on_a_lock(watcher: asyncpg.Connection) -> None:
+    """`watcher` must be outside a transaction: pg_stat_activity is read once per transaction."""
+    async with asyncio.timeout(10):
+        while True:
+            waiting = await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = 'keelson' AND wait_event_type = 'Lock'"
+            )
+            if waiting:
+                return
+            await asyncio.sleep(0.02)
+
+
+# --- a database that answers nothing, a COMMIT cut on the wire ---------------------------
+
+
+async def test_database_that_accepts_nothing_answers_503_after_the_connect_timeout() -> None:
+    """A blackholed port (SYN dropped) makes connect() wait for DB_CONNECT_TIMEOUT_S, unlike a
+    refused port: the answer is still a retryable 503, once that timeout has run out."""
+    with blackhole() as port:
+        with socket.socket() as probe:  # the premise: a plain connect to it really hangs
+            probe.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                probe.connect(("127.0.0.1", port))
+        settings = make_settings(
+            f"postgresql://nobody@127.0.0.1:{port}/none",
+            db_connect_timeout_s=1,
+            readiness_timeout_s=3,
+        )
+        app = create_app(settings)
+        app.state.db = Database.from_settings(settings)
+        try:
+            async with asgi_client(app) as client:
+                started = time.monotonic()
+                response = await client.get(
+                    "/api/v1/users/me",
+                    headers=bearer(app, User(id=uuid.uuid4(), email="a@b.co", hashed_password="-")),
+                )
+                elapsed = time.monotonic() - started
+                body = problem(response, 503)
+                assert body["detail"] == "The database is unavailable; retry shortly"
+                assert response.headers["retry-after"] == "2"
+                assert 1.0 <= elapsed < 2.5, elapsed  # the connect timeout, not a quick refusal
+                assert problem(await client.get("/readyz"), 503)["check"] == "database"
+        finally:
+            await app.state.db.dispose()
+
+
+@pytest.mark.parametrize(
+    "deliver_commit",
+    [False, True],
+    ids=["commit-lost-before-the-server", "commit-done-answer-lost"],
+)
+async def test_connection_cut_during_commit_is_retryable_and_the_keyed_retry_writes_once(
+    database_url: str, committed_user: uuid.UUID, deliver_commit: bool
+) -> None:
+    """The connection drops while COMMIT is on the wire: whether or not PostgreSQL committed,
+    the client gets a retryable 503, and retrying with the same Idempotency-Key leaves exactly
+    one item (the stored answer is replayed when the first attempt did commit)."""
+    upstream = make_url(database_url)
+    assert upstream.port is not None
+    async with CommitCutter(
+        upstream.port, marker=b"INSERT INTO items", deliver_commit=deliver_commit
+    ) as proxy:
+        proxied = upstream.set(host="127.0.0.1", port=proxy.port)
+        settings = make_settings(proxied.render_as_string(hide_password=False))
+        app = create_app(settings)
+        database = Database.from_settings(settings)
+        app.state.db = database
+        headers = {
+            **bearer(app, User(id=committed_user, email="x@example.com", hashed_password="-")),
+            "Idempotency-Key": f"cut-{uuid.uuid4().hex}",
+        }
+        try:
+            async with asgi_client(app) as client:
+                first = await client.post("/api/v1/items/", headers=headers, json={"title": "Once"})
+                assert proxy.cut.is_set(), "the proxy never saw the COMMIT of the insert"
+                body = problem(first, 503)
+                assert body["detail"] == "The database is unavailable; retry shortly"
+                assert first.headers["retry-after"] == "2"
+                retry = await client.post("/api/v1/items/", headers=headers, json={"title": "Once"})
+        finally:
+            await database.dispose()
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["title"] == "Once"
+    assert (retry.headers.get("idempotent-replayed") == "true") is deliver_commit
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        stored = await connection.fetch(
+            "SELECT id, title FROM items WHERE owner_id = $1", committed_user
+        )
+    finally:
+        await connection.close()
+    assert [(str(row["id"]), row["title"]) for row in stored] == [(retry.json()["id"], "Once")]

@@ -42,11 +42,15 @@ async def fresh_database(pg_server_url: str) -> AsyncIterator[str]:
     await drop_database(pg_server_url, url)
 
 
-async def wait_until_waiting_on_a_lock(locker: asyncpg.Connection, timeout_s: float = 10) -> None:
-    """Return once one of the service's backends waits on a lock (the held request)."""
+async def wait_until_waiting_on_a_lock(watcher: asyncpg.Connection, timeout_s: float = 10) -> None:
+    """Return once one of the service's backends waits on a lock (the held request).
+
+    `watcher` must be outside a transaction: PostgreSQL reads pg_stat_activity once per
+    transaction, so a poll from the lock holder's own transaction would see a frozen view.
+    """
     async with asyncio.timeout(timeout_s):
         while True:
-            waiting = await locker.fetchval(
+            waiting = await watcher.fetchval(
                 "SELECT count(*) FROM pg_stat_activity"
                 " WHERE application_name = 'keelson' AND wait_event_type = 'Lock'"
             )
@@ -67,6 +71,7 @@ async def test_sigterm_lets_in_flight_request_finish_then_exits_zero(fresh_datab
     for command in ("migrate", "seed"):
         await asyncio.to_thread(run_keelson, command, env)
     locker = await asyncpg.connect(asyncpg_dsn(fresh_database))
+    watcher = await asyncpg.connect(asyncpg_dsn(fresh_database))
     try:
         with keelson("serve", "--host", "127.0.0.1", "--port", str(port), env=env) as process:
             await asyncio.to_thread(wait_ready, port, process)
@@ -85,7 +90,7 @@ async def test_sigterm_lets_in_flight_request_finish_then_exits_zero(fresh_datab
                 in_flight = asyncio.create_task(
                     client.patch("/api/v1/users/me", headers=headers, json={"full_name": "Late"})
                 )
-                await wait_until_waiting_on_a_lock(locker)
+                await wait_until_waiting_on_a_lock(watcher)
                 process.send_signal(signal.SIGTERM)
                 # uvicorn stops accepting and waits for open requests; ours still waits on us.
                 await asyncio.to_thread(output.wait_for, "Waiting for connections to close", 10)
@@ -98,6 +103,7 @@ async def test_sigterm_lets_in_flight_request_finish_then_exits_zero(fresh_datab
         stored = await locker.fetchval("SELECT full_name FROM users WHERE id = $1", admin_id)
     finally:
         await locker.close()
+        await watcher.close()
 
     assert response.status_code == 200, (response.text, lines)
     assert response.json()["full_name"] == "Late"
