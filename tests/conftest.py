@@ -23,8 +23,11 @@ from service.core.db import Database, build_engine
 from service.core.migrations import alembic_config
 from service.main import create_app
 from service.users.models import User
+from tests.support.clients import _scan_async, asgi_client
 from tests.support.postgres import create_database, drop_database, postgres_server
-from tests.support.secrets import assert_no_secrets
+
+# Installs missing tools at session start; reports (and refuses) tool skips at the end.
+pytest_plugins = ["tests.support.provision"]
 
 SUPERUSER_EMAIL = "admin@example.com"
 SUPERUSER_PASSWORD = "admin-password-1"
@@ -109,9 +112,8 @@ def app(settings: Settings) -> FastAPI:
     return create_app(settings)
 
 
-async def _scan_for_secrets(response: httpx.Response) -> None:
-    await response.aread()
-    assert_no_secrets(response)
+# Kept for older imports; new code builds its clients with tests.support.clients.
+_scan_for_secrets = _scan_async
 
 
 @pytest.fixture
@@ -119,12 +121,7 @@ async def client(
     app: FastAPI, engine: AsyncEngine, connection: AsyncConnection
 ) -> AsyncIterator[httpx.AsyncClient]:
     app.state.db = Database(engine=engine, sessionmaker=_savepoint_sessions(connection))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport,
-        base_url="http://testserver",
-        event_hooks={"response": [_scan_for_secrets]},
-    ) as client:
+    async with asgi_client(app) as client:
         yield client
 
 

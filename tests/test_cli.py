@@ -9,11 +9,11 @@ import subprocess
 import sys
 
 import asyncpg
-import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
 from tests.conftest import SUPERUSER_EMAIL, SUPERUSER_PASSWORD
+from tests.support.clients import sync_http_client
 from tests.support.postgres import asyncpg_dsn
 from tests.support.processes import (
     base_env,
@@ -31,17 +31,17 @@ def test_dev_runs_embedded_postgres_serves_and_stops_cleanly() -> None:
     port = free_port()
     with keelson("dev", "--port", str(port), env=base_env(LOG_FORMAT="json")) as process:
         wait_ready(port, process)
-        base = f"http://127.0.0.1:{port}"
-        assert httpx.get(f"{base}/docs").status_code == 200
-        login = httpx.post(
-            f"{base}/api/v1/login/access-token",
-            data={"username": "admin@example.com", "password": "changethis"},
-        )
-        assert login.status_code == 200, login.text
-        me = httpx.get(
-            f"{base}/api/v1/users/me",
-            headers={"Authorization": f"Bearer {login.json()['access_token']}"},
-        )
+        with sync_http_client(f"http://127.0.0.1:{port}") as http:
+            assert http.get("/docs").status_code == 200
+            login = http.post(
+                "/api/v1/login/access-token",
+                data={"username": "admin@example.com", "password": "changethis"},
+            )
+            assert login.status_code == 200, login.text
+            me = http.get(
+                "/api/v1/users/me",
+                headers={"Authorization": f"Bearer {login.json()['access_token']}"},
+            )
         assert me.json()["is_superuser"] is True
 
         process.send_signal(signal.SIGTERM)

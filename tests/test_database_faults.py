@@ -7,6 +7,7 @@ is stopped and started again, then checks every acknowledged write is stored exa
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,12 +18,16 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import QueuePool
 
 from service.core.db import Database
 from service.embedded_postgres import EmbeddedPostgres
 from service.main import create_app
 from service.users.models import User
-from tests.conftest import bearer, make_settings, problem
+from tests.conftest import FAST_TEST_SETTINGS, bearer, make_settings, problem
+from tests.support.clients import asgi_client, http_client
+from tests.support.faults import CommitCutter, blackhole
 from tests.support.metrics import Scrape
 from tests.support.metrics import scrape as scrape  # the fixture, for this module
 from tests.support.postgres import asyncpg_dsn
@@ -32,7 +37,7 @@ FAST_ARGON2 = {"ARGON2_MEMORY_KIB": "1024", "ARGON2_TIME_COST": "1", "ARGON2_PAR
 
 
 async def _client(app: FastAPI) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+    return asgi_client(app)
 
 
 async def test_database_down_answers_503_quickly_and_liveness_stays_up() -> None:
@@ -45,7 +50,8 @@ async def test_database_down_answers_503_quickly_and_liveness_stays_up() -> None
         async with await _client(app) as client:
             started = time.monotonic()
             response = await client.get(
-                "/api/v1/users/me", headers=bearer(app, User(id=uuid.uuid4(), email="a@b.co"))
+                "/api/v1/users/me",
+                headers=bearer(app, User(id=uuid.uuid4(), email="a@b.co", hashed_password="-")),
             )
             elapsed = time.monotonic() - started
             problem(response, 503)
@@ -82,7 +88,7 @@ async def test_pool_exhaustion_is_503_and_counted_while_ops_endpoints_answer(
     app = create_app(settings)
     database = Database.from_settings(settings)
     app.state.db = database
-    headers = bearer(app, User(id=committed_user, email="x@example.com"))
+    headers = bearer(app, User(id=committed_user, email="x@example.com", hashed_password="-"))
     try:
         async with await _client(app) as client:
             before = _pool_timeouts(await scrape())
@@ -116,7 +122,7 @@ async def test_statement_timeout_turns_a_stuck_write_into_504_and_changes_nothin
     app = create_app(settings)
     database = Database.from_settings(settings)
     app.state.db = database
-    headers = bearer(app, User(id=committed_user, email="x@example.com"))
+    headers = bearer(app, User(id=committed_user, email="x@example.com", hashed_password="-"))
     locker = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         transaction = locker.transaction()
@@ -135,7 +141,8 @@ async def test_statement_timeout_turns_a_stuck_write_into_504_and_changes_nothin
         assert name == "Before"
         async with database.engine.connect() as check:
             pool = database.engine.pool
-            assert pool.checkedout() == 1  # only this one: the failed request gave its back  # type: ignore[attr-defined]
+            assert isinstance(pool, QueuePool)
+            assert pool.checkedout() == 1  # only this one: the failed request gave its back
             await check.execute(text("SELECT 1"))
     finally:
         await locker.close()
@@ -188,7 +195,7 @@ async def test_outage_mid_traffic_loses_and_duplicates_no_acknowledged_write(
     with keelson("serve", "--host", "127.0.0.1", "--port", str(port), env=env) as server:
         wait_ready(port, server)
         base = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        async with http_client(base, timeout=10) as client:
             login = await client.post(
                 "/api/v1/login/access-token",
                 data={"username": "admin@example.com", "password": "outage-pass-1"},
@@ -286,8 +293,32 @@ async def test_client_disconnect_mid_request_leaks_no_connection_or_transaction(
     database_url: str, committed_user: uuid.UUID
 ) -> None:
     port = free_port()
-    env = base_env(DATABASE_URL=database_url, ACCESS_LOG_ENABLED="false")
+    # The test's own key: the token below must be valid for the server (without SECRET_KEY a
+    # local server makes up a random one, answers 401 at once, and no request ever waits).
+    env = base_env(
+        DATABASE_URL=database_url,
+        ACCESS_LOG_ENABLED="false",
+        SECRET_KEY=FAST_TEST_SETTINGS["secret_key"],
+    )
     locker = await asyncpg.connect(asyncpg_dsn(database_url))
+    watcher = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await _abandon_a_request_waiting_on_a_lock(
+            database_url, committed_user, port, env, locker, watcher
+        )
+    finally:  # closing the locker also releases its row lock if the test failed holding it
+        await locker.close()
+        await watcher.close()
+
+
+async def _abandon_a_request_waiting_on_a_lock(
+    database_url: str,
+    committed_user: uuid.UUID,
+    port: int,
+    env: dict[str, str],
+    locker: asyncpg.Connection,
+    watcher: asyncpg.Connection,
+) -> None:
     with keelson("serve", "--host", "127.0.0.1", "--port", str(port), env=env) as server:
         await asyncio.to_thread(wait_ready, port, server)
         settings = make_settings(database_url)
@@ -304,12 +335,12 @@ async def test_client_disconnect_mid_request_leaks_no_connection_or_transaction(
             + body
         )
         await writer.drain()
-        await asyncio.sleep(0.5)
+        await _wait_until_a_request_waits_on_a_lock(watcher)  # it is inside the server now
         writer.close()
         await writer.wait_closed()
         await transaction.rollback()  # the server's request can now finish (for nobody)
 
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{env['METRICS_PORT']}") as client:
+        async with http_client(f"http://127.0.0.1:{env['METRICS_PORT']}") as client:
             deadline = time.monotonic() + 10
             checked_out = None
             while time.monotonic() < deadline:
@@ -328,4 +359,103 @@ async def test_client_disconnect_mid_request_leaks_no_connection_or_transaction(
             " AND state LIKE 'idle in transaction%'"
         )
         assert open_transactions == 0
-    await locker.close()
+        # One outcome, not either: uvicorn does not cancel a handler when its client leaves,
+        # so the abandoned PATCH ran to the end once the lock was released and committed.
+        stored = await locker.fetchval("SELECT full_name FROM users WHERE id = $1", committed_user)
+        assert stored == "Abandoned"
+
+
+async def _wait_until_a_request_waits_on_a_lock(watcher: asyncpg.Connection) -> None:
+    """`watcher` must be outside a transaction: pg_stat_activity is read once per transaction."""
+    async with asyncio.timeout(10):
+        while True:
+            waiting = await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = 'keelson' AND wait_event_type = 'Lock'"
+            )
+            if waiting:
+                return
+            await asyncio.sleep(0.02)
+
+
+# --- a database that answers nothing, a COMMIT cut on the wire ---------------------------
+
+
+async def test_database_that_accepts_nothing_answers_503_after_the_connect_timeout() -> None:
+    """A blackholed port (SYN dropped) makes connect() wait for DB_CONNECT_TIMEOUT_S, unlike a
+    refused port: the answer is still a retryable 503, once that timeout has run out."""
+    with blackhole() as port:
+        with socket.socket() as probe:  # the premise: a plain connect to it really hangs
+            probe.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                probe.connect(("127.0.0.1", port))
+        settings = make_settings(
+            f"postgresql://nobody@127.0.0.1:{port}/none",
+            db_connect_timeout_s=1,
+            readiness_timeout_s=3,
+        )
+        app = create_app(settings)
+        app.state.db = Database.from_settings(settings)
+        try:
+            async with asgi_client(app) as client:
+                started = time.monotonic()
+                response = await client.get(
+                    "/api/v1/users/me",
+                    headers=bearer(app, User(id=uuid.uuid4(), email="a@b.co", hashed_password="-")),
+                )
+                elapsed = time.monotonic() - started
+                body = problem(response, 503)
+                assert body["detail"] == "The database is unavailable; retry shortly"
+                assert response.headers["retry-after"] == "2"
+                assert 1.0 <= elapsed < 2.5, elapsed  # the connect timeout, not a quick refusal
+                assert problem(await client.get("/readyz"), 503)["check"] == "database"
+        finally:
+            await app.state.db.dispose()
+
+
+@pytest.mark.parametrize(
+    "deliver_commit",
+    [False, True],
+    ids=["commit-lost-before-the-server", "commit-done-answer-lost"],
+)
+async def test_connection_cut_during_commit_is_retryable_and_the_keyed_retry_writes_once(
+    database_url: str, committed_user: uuid.UUID, deliver_commit: bool
+) -> None:
+    """The connection drops while COMMIT is on the wire: whether or not PostgreSQL committed,
+    the client gets a retryable 503, and retrying with the same Idempotency-Key leaves exactly
+    one item (the stored answer is replayed when the first attempt did commit)."""
+    upstream = make_url(database_url)
+    assert upstream.port is not None
+    async with CommitCutter(
+        upstream.port, marker=b"INSERT INTO items", deliver_commit=deliver_commit
+    ) as proxy:
+        proxied = upstream.set(host="127.0.0.1", port=proxy.port)
+        settings = make_settings(proxied.render_as_string(hide_password=False))
+        app = create_app(settings)
+        database = Database.from_settings(settings)
+        app.state.db = database
+        headers = {
+            **bearer(app, User(id=committed_user, email="x@example.com", hashed_password="-")),
+            "Idempotency-Key": f"cut-{uuid.uuid4().hex}",
+        }
+        try:
+            async with asgi_client(app) as client:
+                first = await client.post("/api/v1/items/", headers=headers, json={"title": "Once"})
+                assert proxy.cut.is_set(), "the proxy never saw the COMMIT of the insert"
+                body = problem(first, 503)
+                assert body["detail"] == "The database is unavailable; retry shortly"
+                assert first.headers["retry-after"] == "2"
+                retry = await client.post("/api/v1/items/", headers=headers, json={"title": "Once"})
+        finally:
+            await database.dispose()
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["title"] == "Once"
+    assert (retry.headers.get("idempotent-replayed") == "true") is deliver_commit
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        stored = await connection.fetch(
+            "SELECT id, title FROM items WHERE owner_id = $1", committed_user
+        )
+    finally:
+        await connection.close()
+    assert [(str(row["id"]), row["title"]) for row in stored] == [(retry.json()["id"], "Once")]

@@ -22,7 +22,7 @@ def test_every_setting_is_in_the_readme_table() -> None:
 def test_quick_start_commands_exist() -> None:
     assert "uv run keelson dev" in README
     assert "uv run pytest" in README
-    commands = set(_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    commands = set(_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr,arg-type]
     for command in re.findall(r"\| `keelson (\w[\w-]*)", README):
         assert command in commands
 

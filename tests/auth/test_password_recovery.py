@@ -5,7 +5,6 @@ Mail goes to a real aiosmtpd server in this process (tests/support/smtp.py).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -230,7 +229,7 @@ async def test_reset_tokens_are_stored_only_as_digests(
     assert stored.used_at is None
     lifetime = stored.expires_at - stored.created_at
     assert lifetime == timedelta(hours=1)
-    rows = await session.exec(text("SELECT t::text FROM password_reset_tokens t"))
+    rows = await session.exec(text("SELECT t::text FROM password_reset_tokens t"))  # type: ignore[call-overload]
     assert all(token not in row for (row,) in rows.all())  # no column holds the token itself
 
 
@@ -258,8 +257,7 @@ async def test_recovery_stops_mailing_when_enough_links_are_out(
         response = await client.post(RECOVER.format("alice@example.com"))
         assert response.json() == SAME_ANSWER
     await smtp_server.wait_for(MAX_LIVE_RESET_TOKENS)
-    await asyncio.sleep(0.2)  # a fourth mail, if one were sent, would have arrived by now
-    assert len(smtp_server.received) == MAX_LIVE_RESET_TOKENS
+    assert len(await smtp_server.delivered_so_far()) == MAX_LIVE_RESET_TOKENS
     assert len(await stored_reset_tokens(session, user.id)) == MAX_LIVE_RESET_TOKENS
 
 

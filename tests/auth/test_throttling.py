@@ -24,6 +24,7 @@ from service.auth.service import account_key, issue_reset_token
 from service.core.db import session_factory
 from service.users.models import User
 from tests.conftest import USER_PASSWORD, UserFactory, problem
+from tests.support.clients import asgi_client
 from tests.support.smtp import ClientFactory
 
 LOGIN = "/api/v1/login/access-token"
@@ -188,7 +189,7 @@ async def test_the_window_ends_and_attempts_are_allowed_again(
     _, client = limited
     await fail(client, user.email, ACCOUNT_LIMIT)
     throttled(await attempt(client, user.email, USER_PASSWORD))
-    await session.exec(
+    await session.exec(  # type: ignore[call-overload]
         text(
             "UPDATE login_throttle"
             " SET window_started_at = window_started_at - make_interval(secs => :window_s)"
@@ -250,10 +251,7 @@ async def test_success_takes_back_its_own_attempt_but_not_the_failures(
 
 
 def client_from(app: FastAPI, peer: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app, client=(peer, 40_000)),
-        base_url="http://testserver",
-    )
+    return asgi_client(app, peer=(peer, 40_000))
 
 
 @pytest.fixture

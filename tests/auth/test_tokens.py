@@ -78,7 +78,7 @@ async def test_login_stores_only_the_digest_of_the_refresh_token(
     assert stored.token_hash == digest(body["refresh_token"]) != body["refresh_token"]
     assert (stored.rotated_at, stored.replaced_by, stored.revoked_at) == (None, None, None)
     assert stored.expires_at - stored.created_at == timedelta(days=14)
-    rows = await session.exec(text("SELECT t::text FROM refresh_tokens t"))
+    rows = await session.exec(text("SELECT t::text FROM refresh_tokens t"))  # type: ignore[call-overload]
     assert all(body["refresh_token"] not in row for (row,) in rows.all())
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +15,8 @@ import jsonschema
 import kubernetes_validate.utils as kv
 import pytest
 import yaml
+
+from tests.support import tools
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "keelson"
@@ -43,22 +43,9 @@ CRD_KINDS = {
 MONITORING_API = "monitoring.coreos.com/v1"
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
-def require_tool(name: str, *candidates: Path, hint: str) -> str:
-    """Path of a tool; a missing tool fails the run in CI and skips it on a developer machine."""
-    for candidate in candidates:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    found = shutil.which(name)
-    if found:
-        return found
-    message = f"{name} not found ({hint})"
-    if in_ci():
-        pytest.fail(message)
-    pytest.skip(message)
+# One rule for CI and missing tools, shared by the whole suite (tests/support/tools.py).
+in_ci = tools.in_ci
+require_tool = tools.require_tool
 
 
 def run(

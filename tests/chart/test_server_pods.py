@@ -60,12 +60,12 @@ def settings_env_names() -> set[str]:
 
 async def service_status(path: str) -> int:
     """Status the real app answers a GET with (no lifespan, so no database): 404 means no route."""
-    import httpx
-
     from service.main import create_app
+    from tests.support.clients import asgi_client
 
-    transport = httpx.ASGITransport(app=create_app(), raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://keelson") as client:
+    async with asgi_client(
+        create_app(), raise_app_exceptions=False, base_url="http://keelson"
+    ) as client:
         return (await client.get(path)).status_code
 
 

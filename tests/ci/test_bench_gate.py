@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,9 +18,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.tools import require_tool
+
 ROOT = Path(__file__).resolve().parents[2]
 LOAD_TESTS = ROOT / "load-tests"
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def _benchkit(module: str) -> ModuleType:
@@ -44,12 +44,7 @@ def gates() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def wrk() -> str:
-    found = shutil.which("wrk")
-    if found is None:
-        if IN_CI:
-            pytest.fail("wrk is not installed (Debian: apt-get install wrk)")
-        pytest.skip("wrk is not installed (Debian: apt-get install wrk)")
-    return found
+    return require_tool("wrk")
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -4,28 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.tools import require_tool
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "load-tests" / "bench.py"
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 EVERY_CASE = {"hello", "health", "login", "me", "items", "create", "login-under-load"}
 
 
 @pytest.fixture(scope="module")
 def wrk() -> str:
-    found = shutil.which("wrk")
-    if found is None:
-        message = "wrk is not installed (Debian: apt-get install wrk)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+    return require_tool("wrk")
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ connections idle long enough to have been dropped are pinged before use."""
 from __future__ import annotations
 
 import asyncpg
-import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from sqlalchemy import text
@@ -14,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from service.core import db
 from service.core.db import Database, SessionDep, SessionRoute
 from tests.conftest import make_settings
+from tests.support.clients import asgi_client
 from tests.support.postgres import asyncpg_dsn
 
 
@@ -161,9 +161,8 @@ async def test_session_route_commits_before_answering_and_rolls_back_on_error(
 ) -> None:
     database = Database.from_settings(make_settings(database_url, db_pool_size=1))
     app = _session_app(database)
-    transport = httpx.ASGITransport(app=app)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with asgi_client(app, base_url="http://t") as client:
             assert (await client.post("/setup")).status_code == 200
             assert (await client.post("/insert/1")).json() == 1
             assert (await client.post("/insert/2", params={"fail": True})).status_code == 409

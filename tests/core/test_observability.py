@@ -23,6 +23,7 @@ from tests.conftest import USER_PASSWORD, _savepoint_sessions, bearer, make_sett
 from tests.ops.metric_names import exposed_metric_names, metric_names_used
 from tests.support.metrics import Scrape
 from tests.support.metrics import scrape as scrape  # the fixture, for this module
+from tests.support.clients import asgi_client
 
 
 def log_lines(output: str) -> list[dict[str, Any]]:
@@ -51,7 +52,7 @@ async def traced(
 
 
 async def _client(app: FastAPI) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+    return asgi_client(app)
 
 
 async def test_request_span_uses_route_template_and_db_spans_join_its_trace(

@@ -39,7 +39,7 @@ async def test_a_returned_connection_goes_to_the_oldest_waiter_not_to_a_newcomer
     assert (await first, await second) == ("a", "b")
     queue.put_nowait(_entry("c"))  # nobody waits: it stays idle for the next request
     assert queue.qsize() == 1
-    assert queue.get_nowait() == "c"
+    assert queue.get_nowait() == _entry("c")
 
 
 async def test_a_waiter_that_times_out_gets_empty_and_is_skipped() -> None:

@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.items.models import Item
 from tests.conftest import problem
+from tests.support.clients import sync_http_client
 from tests.support.processes import base_env, free_port, keelson, wait_ready
 
 LIMIT = 1_048_576  # MAX_REQUEST_BODY_BYTES default
@@ -97,4 +98,5 @@ def test_overlong_header_and_url_are_refused_without_a_500(live_server: int) -> 
         assert status != 500
         assert status == 0 or 400 <= status < 500, status_line
     # and the server is still healthy afterwards
-    assert httpx.get(f"http://127.0.0.1:{live_server}/healthz").status_code == 200
+    with sync_http_client(f"http://127.0.0.1:{live_server}") as http:
+        assert http.get("/healthz").status_code == 200

@@ -22,6 +22,7 @@ from service.core.db import Database
 from service.main import create_app
 from service.users.models import User
 from tests.conftest import bearer, make_settings
+from tests.support.clients import asgi_client
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,8 @@ async def committed(database_url: str) -> AsyncIterator[Committed]:
     async with db.sessionmaker() as session:
         session.add(user)
         await session.commit()
-    transport = httpx.ASGITransport(app=app)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        async with asgi_client(app) as client:
             yield Committed(client=client, db=db, user=user, headers=bearer(app, user))
     finally:
         async with db.sessionmaker() as session:  # items and keys go with the user (CASCADE)

@@ -240,7 +240,7 @@ async def test_two_writers_with_the_same_etag_one_wins_the_other_gets_412(
     async with committed.db.sessionmaker() as first:
         await items_service.update_item(
             first,
-            committed.user,
+            committed.user,  # type: ignore[arg-type]
             item_id,
             ItemUpdate(title="first writer"),
             if_match=items_service.IfMatch(tags=frozenset({etag})),

@@ -222,6 +222,7 @@ async def test_a_key_without_a_stored_answer_is_409_with_retry_after(
             user_id=user.id,
             key="k",
             request_fingerprint=idempotency.fingerprint(items_service.CREATE_OPERATION, payload),
+            created_at=datetime.now(UTC),
             expires_at=datetime.now(UTC) + timedelta(hours=1),
         )
     )
@@ -292,7 +293,11 @@ async def test_concurrent_requests_with_one_key_create_one_item(committed: Commi
 async def first_attempt_in_flight(committed: Committed, session: AsyncSession) -> dict[str, Any]:
     """Run the first request's work in `session` without committing; return its answer body."""
     answer = await items_service.create_item_once(
-        session, committed.user, ItemCreate(title="Milk"), key="k", ttl_s=3600
+        session,
+        committed.user,  # type: ignore[arg-type]
+        ItemCreate(title="Milk"),
+        key="k",
+        ttl_s=3600,
     )
     assert not answer.replayed
     return answer.body

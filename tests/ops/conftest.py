@@ -1,7 +1,5 @@
 """Fixtures for the dashboard and alert-rule checks: the promtool binary."""
 
-import os
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.ops.metric_names import REPO_ROOT
+from tests.support.tools import require_tool
 
 type RunPromtool = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -16,14 +15,7 @@ type RunPromtool = Callable[..., subprocess.CompletedProcess[str]]
 @pytest.fixture(scope="session")
 def promtool() -> RunPromtool:
     """Run promtool from the repo root; missing promtool fails on CI and skips elsewhere."""
-    binary = shutil.which("promtool") or (
-        "/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None
-    )
-    if binary is None:
-        message = "promtool not found (Debian/Ubuntu: apt-get install prometheus)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    binary = require_tool("promtool", Path("/usr/bin/promtool"))
 
     def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

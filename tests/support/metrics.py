@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
 
-import httpx
 import pytest
 
 from service.core import metrics
+from tests.support.clients import http_client
 from tests.support.processes import free_port
 
 Scrape = Callable[[], Awaitable[str]]
@@ -20,8 +20,8 @@ def scrape() -> Iterator[Scrape]:
     port = free_port()
 
     async def get() -> str:
-        async with httpx.AsyncClient() as client:
-            response = await client.get(f"http://127.0.0.1:{port}/metrics")
+        async with http_client(f"http://127.0.0.1:{port}") as client:
+            response = await client.get("/metrics")
         assert response.status_code == 200, response.text
         return response.text
 

@@ -7,12 +7,15 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
 import pytest
+
+from tests.support.clients import sync_http_client
 
 
 def free_port() -> int:
@@ -49,16 +52,17 @@ def keelson(*args: str, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
 
 def wait_ready(port: int, process: subprocess.Popen[str], timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            output = process.stdout.read() if process.stdout else ""
-            pytest.fail(f"process exited early ({process.returncode}):\n{output}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
+    with sync_http_client(f"http://127.0.0.1:{port}", timeout=1) as http:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                output = process.stdout.read() if process.stdout else ""
+                pytest.fail(f"process exited early ({process.returncode}):\n{output}")
+            try:
+                if http.get("/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
     pytest.fail("server did not become ready in time")
 
 
@@ -84,3 +88,43 @@ def run_keelson(command: str, env: dict[str, str]) -> subprocess.CompletedProces
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done
+
+
+class OutputWatcher:
+    """Reads a running process's output on a thread, so a test can wait for a line to appear."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None, "start the process with stdout=PIPE"
+        self._stream = process.stdout
+        self._lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            with self._changed:
+                self._lines.append(line)
+                self._changed.notify_all()
+        with self._changed:  # the output closed: a waiter must stop waiting for more
+            self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout_s: float) -> str:
+        """The first line containing `text`, waiting up to `timeout_s` for it."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                found = next((line for line in self._lines if text in line), None)
+                if found is not None:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._reader.is_alive():
+                    output = "".join(self._lines)
+                    pytest.fail(f"no line with {text!r} within {timeout_s} s:\n{output}")
+                self._changed.wait(remaining)
+
+    def finish(self, timeout_s: float = 10) -> str:
+        """Everything the process printed, once it has closed its output."""
+        self._reader.join(timeout_s)
+        with self._changed:
+            return "".join(self._lines)

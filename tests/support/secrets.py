@@ -8,6 +8,8 @@ from typing import Any
 import httpx
 
 FORBIDDEN_KEY_PARTS = ("password", "hash")
+# How many responses went through the scan in this process: tests that build their own
+# pipeline (the fuzz run) assert it grew by the number of responses they received.
 SCANNED = {"responses": 0}
 
 
@@ -24,13 +26,20 @@ def _walk_keys(value: Any, path: str = "$") -> list[str]:
     return found
 
 
-def assert_no_secrets(response: httpx.Response) -> None:
+def assert_no_secrets_in(url: str, content_type: str, content: bytes) -> None:
+    """The scan itself, for any HTTP library's response: its URL, content type and body."""
     SCANNED["responses"] += 1
-    text = response.content.decode("utf-8", errors="replace")
-    assert "$argon2" not in text, f"{response.request.url}: an argon2 hash left the service"
+    text = content.decode("utf-8", errors="replace")
+    assert "$argon2" not in text, f"{url}: an argon2 hash left the service"
     # The OpenAPI document names password fields by design; it holds no user data.
-    if response.request.url.path.endswith("/openapi.json"):
+    if httpx.URL(url).path.endswith("/openapi.json"):
         return
-    if "json" in response.headers.get("content-type", ""):
+    if "json" in content_type and content:
         leaked = _walk_keys(json.loads(text))
-        assert not leaked, f"{response.request.url}: secret-looking fields in the body: {leaked}"
+        assert not leaked, f"{url}: secret-looking fields in the body: {leaked}"
+
+
+def assert_no_secrets(response: httpx.Response) -> None:
+    assert_no_secrets_in(
+        str(response.request.url), response.headers.get("content-type", ""), response.content
+    )

@@ -27,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.core.db import Database
 from service.main import create_app
-from tests.conftest import _savepoint_sessions, _scan_for_secrets, make_settings
+from tests.conftest import _savepoint_sessions, make_settings
+from tests.support.clients import asgi_client
 
 LOOPBACK = "127.0.0.1"
 _RESET_LINK = re.compile(r"/reset-password\?token=([A-Za-z0-9._~%-]+)")
@@ -57,7 +58,18 @@ class SmtpServer:
     host: str
     port: int
     received: list[ReceivedMail] = field(default_factory=list)
+    open_sessions: int = 0  # SMTP connections accepted and not yet closed
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def session_opened(self) -> None:
+        self.open_sessions += 1
+        self._idle.clear()
+
+    def session_closed(self) -> None:
+        self.open_sessions -= 1
+        if self.open_sessions == 0:
+            self._idle.set()
 
     def settings(self) -> dict[str, Any]:
         """Settings overrides that point the service at this server (plain SMTP, no STARTTLS)."""
@@ -71,15 +83,44 @@ class SmtpServer:
                 await self._arrived.wait()
         return self.received[:count]
 
+    async def delivered_so_far(self, timeout_s: float = 5.0) -> list[ReceivedMail]:
+        """Every mail received, once no SMTP conversation is still open (fails after timeout_s).
+
+        "No (more) mail arrived" is decided on this instead of after a sleep: with the in-process
+        ASGI client a request's background tasks have finished when its response is returned
+        (tests/support/test_smtp.py checks that), so each mail the request sends has been
+        received or is still in an open conversation, never yet to start.
+        """
+        async with asyncio.timeout(timeout_s):
+            while self.open_sessions:
+                await self._idle.wait()
+        return list(self.received)
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802 - aiosmtpd's hook name
         content = envelope.content
         raw = content if isinstance(content, bytes) else str(content).encode()
-        message = cast(EmailMessage, message_from_bytes(raw, policy=policy.default))
+        message = message_from_bytes(raw, policy=policy.default)
         self.received.append(
             ReceivedMail(str(envelope.mail_from), [str(r) for r in envelope.rcpt_tos], message)
         )
         self._arrived.set()
         return "250 Message accepted for delivery"
+
+
+class _CountingSMTP(SMTP):
+    """aiosmtpd's server protocol, telling the handler when a conversation opens and closes."""
+
+    def __init__(self, handler: SmtpServer, **options: Any) -> None:
+        super().__init__(handler, **options)
+        self._counter = handler
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._counter.session_opened()
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        self._counter.session_closed()
 
 
 @contextlib.asynccontextmanager
@@ -88,7 +129,7 @@ async def running_smtp_server() -> AsyncIterator[SmtpServer]:
     loop = asyncio.get_running_loop()
     # hostname given explicitly: the default is socket.getfqdn(), a DNS lookup.
     server = await loop.create_server(
-        lambda: SMTP(handler, hostname="localhost", loop=loop), LOOPBACK, 0
+        lambda: _CountingSMTP(handler, hostname="localhost", loop=loop), LOOPBACK, 0
     )
     handler.port = server.sockets[0].getsockname()[1]
     try:
@@ -139,13 +180,7 @@ async def client_with(
             database = Database(engine=engine, sessionmaker=_savepoint_sessions(connection))
             app = create_app(make_settings(database_url, **overrides), database=database)
             stack.callback(app.state.passwords.close)
-            client = await stack.enter_async_context(
-                httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=app),
-                    base_url="http://testserver",
-                    event_hooks={"response": [_scan_for_secrets]},
-                )
-            )
+            client = await stack.enter_async_context(asgi_client(app))
             return app, client
 
         yield make
