@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-import asyncpg  # type: ignore[import-untyped]  # no stubs, no py.typed
+import asyncpg
 from sqlalchemy.engine import make_url
 
 from service.embedded_postgres import (

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import asyncpg  # type: ignore[import-untyped]  # no stubs, no py.typed
+import asyncpg
 import httpx
 
 from .machine import log

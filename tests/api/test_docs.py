@@ -9,6 +9,7 @@ import pytest
 from fastapi import FastAPI
 
 from service.core.docs import REDOC_CSP, SWAGGER_CSP
+from tests.support.clients import asgi_client
 from tests.support.smtp import ClientFactory
 
 ASSETS = {
@@ -74,8 +75,7 @@ async def test_assets_outside_the_folders_are_404(client: httpx.AsyncClient, pat
 
 
 async def test_pages_honour_the_root_path(app: FastAPI) -> None:
-    transport = httpx.ASGITransport(app=app, root_path="/behind-proxy")
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with asgi_client(app, root_path="/behind-proxy") as client:
         html = (await client.get("/behind-proxy/docs")).text
     found = references(html)
     assert len(found) == 5  # css, icon, openapi, bundle, init

@@ -17,9 +17,9 @@ from service.core.db import Database
 from service.core.migrations import expected_heads, known_revisions
 from service.main import create_app
 from tests.conftest import make_settings, problem
+from tests.support.clients import asgi_client
 from tests.support.metrics import Scrape
 from tests.support.metrics import scrape as scrape  # the fixture, for this module
-from tests.support.clients import asgi_client
 from tests.support.postgres import create_database, drop_database
 
 

@@ -29,6 +29,7 @@ from service.core.migrations import alembic_config
 from service.main import create_app
 from service.users.models import User
 from tests.conftest import USER_PASSWORD, bearer, make_settings
+from tests.support.clients import asgi_client
 from tests.support.postgres import asyncpg_dsn, drop_database
 
 LOGIN = "/api/v1/login/access-token"
@@ -149,9 +150,8 @@ async def live_app(database_url: str, **overrides: Any) -> AsyncIterator[Live]:
     settings = make_settings(database_url, **overrides)
     db = Database.from_settings(settings)
     app = create_app(settings, database=db)
-    transport = httpx.ASGITransport(app=app)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        async with asgi_client(app) as client:
             yield Live(app=app, client=client, db=db)
     finally:
         async with db.engine.begin() as connection:

@@ -17,7 +17,8 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.auth.models import PasswordResetToken
-from service.auth.service import MAX_LIVE_RESET_TOKENS, digest, issue_reset_token
+from service.auth.service import MAX_LIVE_RESET_TOKENS, issue_reset_token
+from service.core.digests import sha256_hex as digest
 from service.users.models import User
 from tests.conftest import USER_PASSWORD, UserFactory, bearer, problem
 from tests.support.logs import json_log_lines

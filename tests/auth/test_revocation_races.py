@@ -10,13 +10,15 @@ reuse detection and hide a surviving successor), and not one may answer 200.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
 
-from service.auth.service import digest, issue_reset_token
+from service.auth.service import issue_reset_token
+from service.core.digests import sha256_hex as digest
 from service.users.models import User
 from tests.auth.live import Live, live_app, own_database
 
@@ -49,7 +51,7 @@ class Victim:
     reset_token: str
 
 
-type Revocation = Callable[[Live, Victim], Awaitable[httpx.Response]]
+type Revocation = Callable[[Live, Victim], Coroutine[Any, Any, httpx.Response]]
 
 
 async def change_password(live: Live, victim: Victim) -> httpx.Response:

@@ -17,8 +17,9 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.auth.models import RefreshToken
-from service.auth.service import digest, issue_reset_token
+from service.auth.service import issue_reset_token
 from service.core.config import derive_key_id
+from service.core.digests import sha256_hex as digest
 from service.users.models import User
 from tests.conftest import SUPERUSER_PASSWORD, USER_PASSWORD, UserFactory, problem
 from tests.support.logs import json_log_lines

@@ -290,7 +290,7 @@ def test_the_metrics_port_admits_prometheus_only(chart: Chart) -> None:
         "ports": [{"port": "metrics", "protocol": "TCP"}],
     }
     # Helm merges maps with the defaults: a key replaces its default, null removes one.
-    selectors = {
+    selectors: dict[str, Any] = {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}},
         "podSelector": {
             "matchLabels": None,
@@ -300,8 +300,8 @@ def test_the_metrics_port_admits_prometheus_only(chart: Chart) -> None:
         },
     }
     rendered = chart.render({"networkPolicy": {"prometheus": selectors}})
-    _, metrics = rendered.one("NetworkPolicy", "keelson")["spec"]["ingress"]
-    assert metrics["from"] == [
+    _, metrics_rule = rendered.one("NetworkPolicy", "keelson")["spec"]["ingress"]
+    assert metrics_rule["from"] == [
         {
             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}},
             "podSelector": {"matchExpressions": selectors["podSelector"]["matchExpressions"]},

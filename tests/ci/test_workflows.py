@@ -243,7 +243,8 @@ def test_release_and_e2e_workflows_are_linted_with_the_rest() -> None:
 
 
 def test_release_runs_only_on_version_tags(release: dict[str, Any]) -> None:
-    triggers = release[True] if True in release else release["on"]
+    loaded: dict[Any, Any] = release  # PyYAML reads the key `on` as True
+    triggers = loaded[True] if True in loaded else loaded["on"]
     assert triggers == {"push": {"tags": ["v*.*.*"]}}
 
 

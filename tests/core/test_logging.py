@@ -14,6 +14,7 @@ from service.core.config import Settings
 from service.core.logging import configure_logging
 from service.main import create_app
 from tests.conftest import make_settings, problem
+from tests.support.clients import asgi_client
 from tests.support.logs import json_log_lines
 
 # Shaped like a real access token (three base64url parts), so nothing passes for being unusual.
@@ -52,8 +53,7 @@ async def _request_that_fails(settings: Settings) -> httpx.Response:
         raise RuntimeError(f"kaboom while checking {len(authorization) + len(password)} chars")
 
     app.state.route_templates = {}
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with asgi_client(app, raise_app_exceptions=False, base_url="http://t") as client:
         return await client.get("/boom")
 
 

@@ -20,6 +20,7 @@ from service.core import metrics
 from service.core.db import Database
 from service.main import create_app
 from tests.conftest import make_settings, problem
+from tests.support.clients import sync_get
 from tests.support.metrics import Scrape
 from tests.support.metrics import scrape as scrape  # the fixture, for this module
 from tests.support.processes import base_env, free_port, keelson, wait_ready
@@ -109,7 +110,7 @@ async def test_a_scrape_is_answered_while_the_event_loop_is_blocked() -> None:
 
     def scrape_from_prometheus() -> None:
         started = time.monotonic()
-        response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        response = sync_get(f"http://127.0.0.1:{port}/metrics", timeout=5)
         answered[str(response.status_code)] = time.monotonic() - started
 
     with metrics.serving_metrics("127.0.0.1", port):
@@ -126,9 +127,9 @@ async def test_a_scrape_is_answered_while_the_event_loop_is_blocked() -> None:
 def test_the_metrics_server_releases_its_port_when_the_block_ends() -> None:
     port = free_port()
     with metrics.serving_metrics("127.0.0.1", port):
-        assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 200
+        assert sync_get(f"http://127.0.0.1:{port}/metrics").status_code == 200
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1)
+        sync_get(f"http://127.0.0.1:{port}/metrics", timeout=1)
 
 
 @pytest.mark.slow
@@ -139,8 +140,8 @@ def test_keelson_serve_answers_the_api_and_metrics_on_separate_ports(database_ur
     metrics_url = f"http://127.0.0.1:{env['METRICS_PORT']}/metrics"
     with keelson("serve", "--host", "127.0.0.1", "--port", str(port), env=env) as process:
         wait_ready(port, process)
-        assert problem(httpx.get(f"{api}/metrics"), 404)["status"] == 404
-        scraped = httpx.get(metrics_url)
+        assert problem(sync_get(f"{api}/metrics"), 404)["status"] == 404
+        scraped = sync_get(metrics_url)
         assert scraped.status_code == 200
         assert scraped.headers["content-type"].startswith("text/plain")
         readyz = {"method": "GET", "route": "/readyz", "status": "200"}
@@ -153,7 +154,7 @@ def test_keelson_serve_answers_the_api_and_metrics_on_separate_ports(database_ur
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
     with pytest.raises(httpx.ConnectError):  # stopped with the server
-        httpx.get(metrics_url, timeout=1)
+        sync_get(metrics_url, timeout=1)
 
 
 @pytest.mark.slow
@@ -177,7 +178,7 @@ def test_keelson_serve_refuses_to_start_when_the_metrics_port_is_taken(
     ) in result.stderr
     assert time.monotonic() - started < 30
     with pytest.raises(httpx.ConnectError):  # the API port was never opened
-        httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+        sync_get(f"http://127.0.0.1:{port}/readyz", timeout=1)
 
 
 def test_keelson_serve_refuses_an_api_port_equal_to_the_metrics_port(database_url: str) -> None:

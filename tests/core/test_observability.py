@@ -21,9 +21,9 @@ from service.main import create_app
 from service.users.models import User
 from tests.conftest import USER_PASSWORD, _savepoint_sessions, bearer, make_settings
 from tests.ops.metric_names import exposed_metric_names, metric_names_used
+from tests.support.clients import asgi_client
 from tests.support.metrics import Scrape
 from tests.support.metrics import scrape as scrape  # the fixture, for this module
-from tests.support.clients import asgi_client
 
 
 def log_lines(output: str) -> list[dict[str, Any]]:

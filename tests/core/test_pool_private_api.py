@@ -69,15 +69,15 @@ def test_hand_off_queue_implements_every_method_of_queue_common() -> None:
 
 
 def test_queue_pool_builds_its_queue_from_queue_class_and_uses_get_and_put_as_assumed() -> None:
-    pool = HandOffQueuePool(creator=lambda: None, pool_size=3, max_overflow=0)  # never connects
+    pool = HandOffQueuePool(creator=lambda: None, pool_size=3, max_overflow=0)  # type: ignore[arg-type]  # never connects
     assert type(pool._pool) is HandOffQueue
     assert pool._pool.maxsize == 3
     # QueuePool's own _do_get / _do_return_conn, which ours wrap, talk to the queue like this and
     # expect these exception classes (the ones core/pool.py raises).
     assert "self._pool.get(wait, self._timeout)" in inspect.getsource(QueuePool._do_get)
     assert "self._pool.put(record, False)" in inspect.getsource(QueuePool._do_return_conn)
-    assert pool_impl.sqla_queue.Empty is sqla_queue.Empty
-    assert pool_impl.sqla_queue.Full is sqla_queue.Full
+    assert pool_impl.sqla_queue.Empty is sqla_queue.Empty  # type: ignore[attr-defined]
+    assert pool_impl.sqla_queue.Full is sqla_queue.Full  # type: ignore[attr-defined]
 
 
 def test_checkout_and_return_go_through_the_overridden_methods() -> None:

@@ -13,9 +13,11 @@ from alembic import command
 from sqlalchemy.engine import make_url
 
 from service import cli
+from service.core.config import ConfigError
 from service.core.db import driver_connect_args
 from service.core.migrations import (
     MigrationLockTimeout,
+    MigrationStopped,
     alembic_config,
     expected_heads,
     role_defaults_statements,
@@ -74,7 +76,7 @@ async def test_revision_downgrades_when_older_and_upgrades_when_newer(
     assert await _version(database_at_0003) == "0002"
     await asyncio.to_thread(cli.migrate, settings, revision="0003")
     assert await _version(database_at_0003) == "0003"
-    with pytest.raises(cli.ConfigError, match="--revision"):
+    with pytest.raises(ConfigError, match="--revision"):
         await asyncio.to_thread(cli.migrate, settings, revision="no-such-revision")
 
 
@@ -142,7 +144,7 @@ async def test_a_role_that_may_not_alter_the_service_role_stops_with_a_clear_err
             db_pooler="pgbouncer",
             migration_database_url=limited.render_as_string(hide_password=False),
         )
-        with pytest.raises(cli.MigrationStopped) as stopped:
+        with pytest.raises(MigrationStopped) as stopped:
             await asyncio.to_thread(cli.migrate, settings)
     finally:
         await admin.execute(f'REVOKE ALL ON DATABASE "{name}" FROM keelson_limited')

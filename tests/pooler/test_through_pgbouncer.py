@@ -19,6 +19,7 @@ from tests.pooler.conftest import (
     STATEMENT_TIMEOUT_MS,
     PooledStack,
 )
+from tests.support.clients import http_client
 from tests.support.postgres import asyncpg_dsn
 from tests.support.processes import free_port, keelson, log_events
 
@@ -52,7 +53,7 @@ async def _stored(stack: PooledStack, query: str, *args: object) -> Any:
 async def test_readiness_and_server_connections_stay_within_pgbouncers_pool(
     stack: PooledStack,
 ) -> None:
-    async with httpx.AsyncClient(base_url=stack.base_url) as client:
+    async with http_client(stack.base_url) as client:
         ready = await client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "checks": {"database": "ok", "migrations": "ok"}}
@@ -70,7 +71,7 @@ async def test_concurrent_reads_and_writes_share_two_server_connections_without_
 ) -> None:
     """Autocommit reads and transactional writes interleave on 2 server connections: a named
     prepared statement would land on the wrong one ("does not exist"); none may fail."""
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=20) as client:
+    async with http_client(stack.base_url, timeout=20) as client:
         headers = _auth(await _login(client))
         prefix = uuid.uuid4().hex[:8]
 
@@ -95,7 +96,7 @@ async def test_concurrent_reads_and_writes_share_two_server_connections_without_
 
 
 async def test_me_items_crud_with_etag_and_if_match_through_the_pooler(stack: PooledStack) -> None:
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
+    async with http_client(stack.base_url, timeout=10) as client:
         headers = _auth(await _login(client))
         me = await client.get(ME, headers=headers)
         assert (me.status_code, me.json()["email"]) == (200, ADMIN_EMAIL)
@@ -127,7 +128,7 @@ async def test_idempotent_create_replays_through_the_pooler_and_stores_one_item(
     stack: PooledStack,
 ) -> None:
     key = f"pooled-{uuid.uuid4()}"
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
+    async with http_client(stack.base_url, timeout=10) as client:
         headers = {**_auth(await _login(client)), "Idempotency-Key": key}
         title = f"once-{uuid.uuid4().hex[:8]}"
         first, retry = [
@@ -141,7 +142,7 @@ async def test_idempotent_create_replays_through_the_pooler_and_stores_one_item(
 
 
 async def test_refresh_rotation_and_reuse_detection_through_the_pooler(stack: PooledStack) -> None:
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
+    async with http_client(stack.base_url, timeout=10) as client:
         first = await _login(client)
         rotated = await client.post(REFRESH, json={"refresh_token": first["refresh_token"]})
         assert rotated.status_code == 200
@@ -169,7 +170,7 @@ async def test_statement_timeout_is_a_role_default_behind_the_pooler(stack: Pool
 async def test_statement_timeout_fires_through_the_pooler_as_504_and_changes_nothing(
     stack: PooledStack,
 ) -> None:
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
+    async with http_client(stack.base_url, timeout=10) as client:
         headers = _auth(await _login(client))
         created = await client.post(ITEMS, headers=headers, json={"title": "Locked"})
         item_id = uuid.UUID(created.json()["id"])
@@ -205,7 +206,7 @@ async def test_without_pooler_mode_keelson_cannot_use_pgbouncer(stack: PooledSta
     with keelson("serve", "--host", "127.0.0.1", "--port", str(port), env=env) as server:
         deadline = time.monotonic() + 30
         status = None
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        async with http_client(f"http://127.0.0.1:{port}") as client:
             while time.monotonic() < deadline:
                 try:
                     response = await client.get("/readyz")

@@ -32,11 +32,16 @@ def asgi_client(
     peer: tuple[str, int] | None = None,
     raise_app_exceptions: bool = True,
     base_url: str = ASGI_BASE_URL,
+    root_path: str = "",
     **options: Any,
 ) -> httpx.AsyncClient:
-    """A client calling the app in-process; `peer` is the client address the app sees."""
+    """A client calling the app in-process; `peer` is the client address the app sees,
+    `root_path` the prefix a proxy in front would strip."""
     transport = httpx.ASGITransport(
-        app=app, raise_app_exceptions=raise_app_exceptions, client=peer or ("127.0.0.1", 123)
+        app=app,
+        raise_app_exceptions=raise_app_exceptions,
+        client=peer or ("127.0.0.1", 123),
+        root_path=root_path,
     )
     return httpx.AsyncClient(
         transport=transport,
@@ -54,3 +59,9 @@ def http_client(base_url: str, **options: Any) -> httpx.AsyncClient:
 def sync_http_client(base_url: str = "", **options: Any) -> httpx.Client:
     """The blocking twin of http_client, for tests that drive a server from threads."""
     return httpx.Client(base_url=base_url, event_hooks={"response": [_scan_sync]}, **options)
+
+
+def sync_get(url: str, **options: Any) -> httpx.Response:
+    """One scanned GET from a blocking test (a thread, or code outside the event loop)."""
+    with sync_http_client() as client:
+        return client.get(url, **options)
