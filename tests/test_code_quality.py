@@ -29,11 +29,15 @@ def test_ruff_format_is_clean() -> None:
 
 
 def test_mypy_is_clean_strict_on_service_and_on_tests() -> None:
-    """pyproject's [tool.mypy]: service/ strict, tests/ with the relaxations listed there."""
+    """pyproject's [tool.mypy]: service/ and the bench strict, tests/ with the relaxations."""
     result = run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr
     checked = int(re.search(r"no issues found in (\d+) source files", result.stdout)[1])  # type: ignore[index]
-    sources = [*ROOT.glob("service/**/*.py"), *ROOT.glob("tests/**/*.py")]
+    sources = [
+        *ROOT.glob("service/**/*.py"),
+        *ROOT.glob("load-tests/benchkit/**/*.py"),
+        *ROOT.glob("tests/**/*.py"),
+    ]
     assert checked == len(sources), f"mypy checked {checked} files of {len(sources)}"
 
 

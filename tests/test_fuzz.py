@@ -51,6 +51,8 @@ PUBLIC = {
     f"POST {API}/password-recovery/{{email}}",
     f"POST {API}/reset-password/",
     f"GET {API}/utils/health-check/",
+    # The template's dev-only route: served (and fuzzed) because the fuzzed app runs in local.
+    f"POST {API}/private/users/",
 }
 # Operations only a superuser may complete (a normal user reads only their own user_id).
 SUPERUSER_ONLY = {

@@ -92,9 +92,13 @@ async def test_e2e_migrations_expand_then_fail_leaving_the_schema_at_the_expand_
 
 
 @pytest.fixture
-def seeded_server(database_url: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def seeded_server(pg_server_url: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A seeded `keelson serve` on a database of its own: the load generator's logins (failed
+    ones included) are committed, and must not trip the login throttle of the shared test
+    database for every test that runs after this one."""
+    url = asyncio.run(create_database(pg_server_url, "keelson_e2e_load"))
     env = base_env(
-        DATABASE_URL=database_url,
+        DATABASE_URL=url,
         FIRST_SUPERUSER=SUPERUSER_EMAIL,
         FIRST_SUPERUSER_PASSWORD=SUPERUSER_PASSWORD,
         ACCESS_LOG_ENABLED="false",
@@ -102,22 +106,15 @@ def seeded_server(database_url: str) -> Iterator[tuple[str, subprocess.Popen[str
         ARGON2_TIME_COST="1",
         ARGON2_PARALLELISM="1",
     )
-    run_keelson("seed", env)
-    port = free_port()
     try:
+        run_keelson("migrate", env)
+        run_keelson("seed", env)
+        port = free_port()
         with keelson("serve", "--host", "127.0.0.1", "--port", str(port), env=env) as server:
             wait_ready(port, server)
             yield f"http://127.0.0.1:{port}", server
     finally:
-        asyncio.run(_delete_superuser(database_url))
-
-
-async def _delete_superuser(url: str) -> None:
-    connection = await asyncpg.connect(asyncpg_dsn(url))
-    try:
-        await connection.execute("DELETE FROM users WHERE email = $1", SUPERUSER_EMAIL)
-    finally:
-        await connection.close()
+        asyncio.run(drop_database(pg_server_url, url))
 
 
 def _start_load(base_url: str, password: str, stop: Path) -> subprocess.Popen[str]:
