@@ -12,19 +12,19 @@ import re
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import Header, Query, Response
 
 from service.auth.deps import CurrentUser
-from service.core.deps import Limit, SessionDep, SettingsDep, Skip
+from service.core.deps import Limit, ReadSession, SettingsDep, Skip, WriteSession
 from service.core.responses import model_response
-from service.core.routing import StrictJSONRoute
+from service.core.routing import api_router
 from service.core.schemas import Message, problem_responses
 from service.idempotency import service as idempotency
 from service.items import service
 from service.items.models import ItemRow
 from service.items.schemas import ItemCreate, ItemPublic, ItemsPublic, ItemUpdate
 
-router = APIRouter(prefix="/items", tags=["items"], route_class=StrictJSONRoute)
+router = api_router(prefix="/items", tags=["items"])
 
 Cursor = Annotated[
     str | None,
@@ -95,7 +95,7 @@ def _item(item: ItemRow, status: int = 200, headers: dict[str, str] | None = Non
 
 @router.get("/", response_model=ItemsPublic)
 async def read_items(
-    session: SessionDep,
+    session: ReadSession,
     user: CurrentUser,
     settings: SettingsDep,
     skip: Skip = 0,
@@ -115,7 +115,7 @@ async def read_items(
 
 @router.post("/", response_model=ItemPublic)
 async def create_item(
-    session: SessionDep,
+    session: WriteSession,
     user: CurrentUser,
     settings: SettingsDep,
     body: ItemCreate,
@@ -140,13 +140,13 @@ async def create_item(
 
 
 @router.get("/{id}", response_model=ItemPublic)
-async def read_item(session: SessionDep, user: CurrentUser, id: uuid.UUID) -> Response:
+async def read_item(session: ReadSession, user: CurrentUser, id: uuid.UUID) -> Response:
     return _item(await service.get_item_for(session, user, id))
 
 
 @router.put("/{id}", response_model=ItemPublic, responses=PRECONDITION_FAILED)
 async def update_item(
-    session: SessionDep,
+    session: WriteSession,
     user: CurrentUser,
     id: uuid.UUID,
     body: ItemUpdate,
@@ -158,7 +158,7 @@ async def update_item(
 
 @router.delete("/{id}", response_model=Message, responses=PRECONDITION_FAILED)
 async def delete_item(
-    session: SessionDep, user: CurrentUser, id: uuid.UUID, if_match: IfMatch = None
+    session: WriteSession, user: CurrentUser, id: uuid.UUID, if_match: IfMatch = None
 ) -> Message:
     await service.delete_item(session, user, id, if_match=parse_if_match(if_match))
     return Message(message="Item deleted successfully")
