@@ -62,6 +62,18 @@ class Conflict(DomainError):
     status = HTTPStatus.CONFLICT
 
 
+class PreconditionFailed(DomainError):
+    """A conditional request (If-Match) whose condition no longer holds."""
+
+    status = HTTPStatus.PRECONDITION_FAILED
+
+
+class Unprocessable(DomainError):
+    """Well-formed, but not a request this resource can carry out."""
+
+    status = HTTPStatus.UNPROCESSABLE_CONTENT
+
+
 class PayloadTooLarge(DomainError):
     status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 
