@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -106,7 +105,7 @@ def decode_cursor(cursor: str, key: bytes) -> tuple[datetime, uuid.UUID]:
 
 @dataclass(frozen=True, slots=True)
 class ItemPage:
-    data: list[dict[str, Any]]
+    data: list[ItemRow]
     count: int
     next_cursor: str | None
 
@@ -141,10 +140,10 @@ async def create_item(session: AsyncSession, owner: UserRecord, data: ItemCreate
     """Id and created_at are made here, so the INSERT needs no RETURNING and the answer is
     exactly what was stored (PostgreSQL keeps microseconds, as datetime does)."""
     item = ItemRow(
-        id=uuid.uuid4(),
+        id=str(uuid.uuid4()),
         title=data.title,
         description=data.description,
-        owner_id=owner.id,
+        owner_id=str(owner.id),
         created_at=utcnow(),
     )
     await repository.add_item(session, item)
@@ -154,7 +153,7 @@ async def create_item(session: AsyncSession, owner: UserRecord, data: ItemCreate
 def _check_access(actor: UserRecord, item: ItemRow | None) -> ItemRow:
     if item is None:
         raise ItemNotFound
-    if item["owner_id"] != actor.id and not actor.is_superuser:
+    if item["owner_id"] != str(actor.id) and not actor.is_superuser:
         raise NotItemOwner
     return item
 

@@ -251,7 +251,7 @@ async def test_two_writers_with_the_same_etag_one_wins_the_other_gets_412(
                 f"{ITEMS}{item_id}", headers={**headers, "If-Match": etag}, json={"title": "second"}
             )
         )
-        await wait_until_blocked_on_lock(committed.db, "SELECT items.id")
+        await wait_until_blocked_on_lock(committed.db, "SELECT CAST(items.id")
         assert not second.done()
         await first.commit()
 
