@@ -17,7 +17,7 @@ def _api_routes(app: FastAPI) -> dict[str, APIRoute]:
         if context.path is not None
         and context.path.startswith(API_PREFIX)
         and isinstance(context.original_route, APIRoute)
-        for method in context.original_route.methods
+        for method in context.original_route.methods or ()
     }
 
 
