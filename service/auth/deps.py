@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
-from service.core.db import SessionDep
 from service.core.errors import Forbidden, NotEnoughPrivileges, Unauthorized
+from service.core.routing import RequestSession
 from service.core.security import InvalidToken, TokenCodec
 from service.users import repository
 from service.users.models import UserRecord
@@ -35,7 +35,7 @@ class InactiveUser(Forbidden):
 
 async def _current_user(
     request: Request,
-    session: SessionDep,
+    session: RequestSession,
     token: Annotated[str | None, Depends(_bearer)],
 ) -> UserRecord:
     if not token:

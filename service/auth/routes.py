@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Path
+from fastapi import BackgroundTasks, Depends, Path
 from fastapi.responses import HTMLResponse
 from fastapi.security import OAuth2PasswordRequestForm
 
@@ -17,16 +17,17 @@ from service.core.deps import (
     DatabaseDep,
     MailerDep,
     PasswordsDep,
-    SessionDep,
     SettingsDep,
     TokensDep,
+    Transactions,
+    WriteSession,
 )
 from service.core.errors import NotFound
-from service.core.routing import StrictJSONRoute
+from service.core.routing import api_router
 from service.core.schemas import Message, problem_responses
 from service.users.schemas import UserPublic
 
-router = APIRouter(tags=["login"], route_class=StrictJSONRoute)
+router = api_router(tags=["login"])
 
 EmailPath = Annotated[str, Path(min_length=3, max_length=255)]
 
@@ -54,23 +55,23 @@ def _token(issued: service.IssuedTokens) -> Token:
 
 @router.post("/login/access-token", response_model=Token, responses=problem_responses(429))
 async def login_access_token(
-    session: SessionDep,
+    transactions: Transactions,
     passwords: PasswordsDep,
     tokens: TokensDep,
     settings: SettingsDep,
     client: ClientDep,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
 ) -> Token:
+    """Two transactions around argon2: the attempt is counted and committed before the password
+    is checked, and no connection is held while it is."""
     try:
-        issued = await service.login(
-            session,
-            passwords,
-            tokens,
-            settings,
-            email=form.username,
-            password=form.password,
-            client=client,
-        )
+        async with transactions.write() as session:
+            attempt = await service.begin_login(
+                session, settings, email=form.username, client=client
+            )
+        verified = await service.verify_login(passwords, attempt, form.password)
+        async with transactions.write() as session:
+            issued = await service.finish_login(session, tokens, settings, attempt, verified)
     except service.LoginThrottled:
         metrics.LOGIN_ATTEMPTS.labels(service.LoginOutcome.THROTTLED.value).inc()
         raise
@@ -83,14 +84,14 @@ async def login_access_token(
 
 @router.post("/login/refresh", response_model=Token)
 async def refresh_access_token(
-    session: SessionDep, tokens: TokensDep, settings: SettingsDep, body: RefreshRequest
+    session: WriteSession, tokens: TokensDep, settings: SettingsDep, body: RefreshRequest
 ) -> Token:
     """Rotate: the presented refresh token is spent and a new pair comes back."""
     return _token(await service.refresh(session, tokens, settings, body.refresh_token))
 
 
 @router.post("/logout", response_model=Message)
-async def logout(session: SessionDep, user: CurrentUser) -> Message:
+async def logout(session: WriteSession, user: CurrentUser) -> Message:
     """Sign out everywhere: every refresh token of the user is revoked. Access tokens already
     issued stay valid until they expire (ACCESS_TOKEN_EXPIRE_MINUTES)."""
     await service.logout(session, user)
@@ -112,13 +113,13 @@ async def recover_password(
 ) -> Message:
     """The same answer after the same work (none) for every email: the lookup, the token and the
     mail all happen after the response."""
-    background.add_task(service.send_reset_link, database.sessionmaker, mailer, settings, email)
+    background.add_task(service.send_reset_link, database.write, mailer, settings, email)
     return Message(message="If that email is registered, we sent a password recovery link")
 
 
 @router.post("/reset-password/", response_model=Message)
 async def reset_password(
-    session: SessionDep, passwords: PasswordsDep, body: NewPassword
+    session: WriteSession, passwords: PasswordsDep, body: NewPassword
 ) -> Message:
     await service.reset_password(session, passwords, body.token, body.new_password)
     return Message(message="Password updated successfully")
@@ -126,7 +127,7 @@ async def reset_password(
 
 @router.post("/password-recovery-html-content/{email}", response_class=HTMLResponse)
 async def recover_password_html_content(
-    email: EmailPath, session: SessionDep, settings: SettingsDep, _: SuperUser
+    email: EmailPath, session: WriteSession, settings: SettingsDep, _: SuperUser
 ) -> HTMLResponse:
     user = await service.find_user_by_email(session, email)
     if user is None:

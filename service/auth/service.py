@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 import secrets
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 import structlog
-from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.auth import emails, repository
@@ -64,11 +65,15 @@ class LoginFailed(BadRequest):
 
 
 class LoginThrottled(RateLimited):
+    keeps_writes = True  # the attempt stays counted: that is what throttles the next one
+
     def __init__(self, quotas: list[Quota]) -> None:
         super().__init__("Too many failed login attempts; try again later", quotas)
 
 
 class PasswordCheckThrottled(RateLimited):
+    keeps_writes = True
+
     def __init__(self, quotas: list[Quota]) -> None:
         super().__init__("Too many failed password attempts; try again later", quotas)
 
@@ -93,6 +98,12 @@ class InvalidRefreshToken(Unauthorized):
         super().__init__("Invalid refresh token")
 
 
+class RefreshTokenReused(InvalidRefreshToken):
+    """The same answer as any invalid token; the family's revocation is committed with it."""
+
+    keeps_writes = True
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedTokens:
     access_token: str
@@ -114,13 +125,36 @@ async def find_user_by_email(
     return await users.get_user_by_email(session, email, lock=lock)
 
 
-async def authenticate(
-    session: AsyncSession, passwords: PasswordHashing, email: str, password: str
-) -> User:
-    user = await find_user_by_email(session, email)
-    # End the transaction before hashing: the connection goes back to the pool for the ~100 ms
-    # argon2 takes, so a login flood cannot drain the pool (measured: 25 of 32 logins 503 before).
-    await session.commit()
+@dataclass(frozen=True, slots=True)
+class LoginAttempt:
+    """A counted login attempt and the account its email names (None: no such account)."""
+
+    email: str
+    client: str
+    user: User | None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedLogin:
+    user: User
+    new_hash: str | None  # the password re-hashed under changed argon2 parameters
+
+
+async def begin_login(
+    session: AsyncSession, settings: Settings, *, email: str, client: str
+) -> LoginAttempt:
+    """Count the attempt (LoginThrottled once over a limit) and find the account. The caller
+    commits this before the password is checked: see `verify_login`."""
+    await count_login_attempt(session, settings, email, client)
+    return LoginAttempt(email=email, client=client, user=await find_user_by_email(session, email))
+
+
+async def verify_login(
+    passwords: PasswordHashing, attempt: LoginAttempt, password: str
+) -> VerifiedLogin:
+    """The argon2 step, on no database connection: the caller runs it between two transactions,
+    so a login flood cannot drain the pool (measured: 25 of 32 logins 503 before)."""
+    user = attempt.user
     if len(password) > MAX_PASSWORD_LENGTH:
         # No stored password can be this long; skip the hash but keep the same answer.
         raise LoginFailed(LoginOutcome.UNKNOWN_USER if user is None else LoginOutcome.BAD_PASSWORD)
@@ -132,11 +166,26 @@ async def authenticate(
         raise LoginFailed(LoginOutcome.BAD_PASSWORD)
     if not user.is_active:
         raise LoginFailed(LoginOutcome.INACTIVE, "Inactive user")
-    if check.new_hash is not None:  # argon2 parameters changed since this hash was made
+    return VerifiedLogin(user=user, new_hash=check.new_hash)
+
+
+async def finish_login(
+    session: AsyncSession,
+    tokens: TokenCodec,
+    settings: Settings,
+    attempt: LoginAttempt,
+    verified: VerifiedLogin,
+) -> IssuedTokens:
+    user = verified.user
+    if verified.new_hash is not None:  # argon2 parameters changed since this hash was made
         # Only over the hash just verified: a password change that committed while argon2 ran
         # must not be overwritten by a re-hash of the old password.
-        await users.replace_password(session, user.id, user.hashed_password, check.new_hash)
-    return user
+        await users.replace_password(session, user.id, user.hashed_password, verified.new_hash)
+    await forget_login_attempt(session, attempt.email, attempt.client)
+    await repository.purge_expired_refresh_tokens(session, utcnow(), PURGE_BATCH)
+    # The generation read before argon2: a password change committed meanwhile makes this
+    # session one that started under the old password, and it dies with the others.
+    return await issue_tokens(session, tokens, settings, user)
 
 
 # -- login throttling
@@ -178,15 +227,15 @@ def _quotas(counts: list[repository.ThrottleCount], settings: Settings) -> list[
 async def count_login_attempt(
     session: AsyncSession, settings: Settings, email: str, client: str
 ) -> None:
-    """Count this attempt for the account and the client network, and commit at once, before
-    any password is checked: a failure stays counted, and every replica sees it immediately.
-    Raises LoginThrottled, with no argon2 work done, once either count passes its limit."""
+    """Count this attempt for the account and the client network; the caller commits it before
+    any password is checked, so a failure stays counted and every replica sees it at once.
+    Raises LoginThrottled (which keeps the count), with no argon2 work done, once either count
+    passes its limit."""
     window = timedelta(seconds=settings.login_throttle_window_s)
     await repository.purge_ended_windows(session, window, PURGE_BATCH)
     counts = await repository.count_attempt(
         session, [(ThrottleScope.ACCOUNT, account_key(email)), (ThrottleScope.IP, client)], window
     )
-    await session.commit()
     limits = _limits(settings)
     over = [c.scope for c in counts if c.failures > limits[c.scope]]
     if over:
@@ -196,14 +245,14 @@ async def count_login_attempt(
 
 async def count_password_check(session: AsyncSession, settings: Settings, email: str) -> None:
     """A current-password check (PATCH /users/me/password) is a guess like a login: it counts on
-    the account's login counter, committed before argon2 runs, and raises PasswordCheckThrottled,
+    the account's login counter (the caller commits it before argon2 runs), and raises
+    PasswordCheckThrottled (which keeps the count),
     with no argon2 work done, once the account is over its limit. The caller is authenticated,
     so the client network is not counted: only that account's own budget is spent."""
     window = timedelta(seconds=settings.login_throttle_window_s)
     counts = await repository.count_attempt(
         session, [(ThrottleScope.ACCOUNT, account_key(email))], window
     )
-    await session.commit()
     if counts[0].failures > settings.login_max_failures_per_account:
         log.warning("password_check_throttled", scopes=[ThrottleScope.ACCOUNT.value])
         raise PasswordCheckThrottled(_quotas(counts, settings))
@@ -218,25 +267,6 @@ async def forget_login_attempt(session: AsyncSession, email: str, client: str) -
     """After a successful login: the account starts afresh, the client's attempt is taken back."""
     await repository.reset_counter(session, ThrottleScope.ACCOUNT, account_key(email))
     await repository.forget_attempt(session, ThrottleScope.IP, client)
-
-
-async def login(
-    session: AsyncSession,
-    passwords: PasswordHashing,
-    tokens: TokenCodec,
-    settings: Settings,
-    *,
-    email: str,
-    password: str,
-    client: str,
-) -> IssuedTokens:
-    await count_login_attempt(session, settings, email, client)
-    user = await authenticate(session, passwords, email, password)
-    await forget_login_attempt(session, email, client)
-    await repository.purge_expired_refresh_tokens(session, utcnow(), PURGE_BATCH)
-    # The generation read before argon2: a password change committed meanwhile makes this
-    # session one that started under the old password, and it dies with the others.
-    return await issue_tokens(session, tokens, settings, user)
 
 
 # -- refresh tokens
@@ -291,7 +321,7 @@ async def refresh(
 
     Presenting a token that was already rotated means it was copied: the legitimate client and
     someone else both hold the family. Neither can be told apart, so the whole family is revoked
-    (committed before the 401, so the revocation survives the error).
+    (RefreshTokenReused keeps its writes: the revocation is committed before the 401).
 
     A token of an older credentials generation than the user's is refused. The user row is read
     without a lock: a revocation committing after this read leaves the successor with the old
@@ -304,7 +334,6 @@ async def refresh(
         raise InvalidRefreshToken
     if current.rotated_at is not None:
         revoked = await repository.revoke_family(session, current.family_id, now)
-        await session.commit()
         metrics.REFRESH_TOKEN_REUSE.inc()
         log.warning(
             "refresh_token_reuse",
@@ -312,7 +341,7 @@ async def refresh(
             family_id=str(current.family_id),
             revoked=revoked,
         )
-        raise InvalidRefreshToken
+        raise RefreshTokenReused
     if current.revoked_at is not None or current.expires_at <= now:
         raise InvalidRefreshToken
     user = await users.get_user(session, current.user_id)
@@ -348,31 +377,47 @@ async def revoke_credentials(session: AsyncSession, user_id: uuid.UUID) -> None:
     await repository.spend_user_reset_tokens(session, user_id, now)
 
 
-async def change_password(
-    session: AsyncSession,
-    passwords: PasswordHashing,
-    settings: Settings,
-    me: UserRecord,
-    data: UpdatePassword,
-) -> None:
-    """PATCH /users/me/password. Checking the current password is a guess like a login, so it is
-    counted on the account's login throttle first (429 once over the limit, with no argon2 work),
-    and no database connection is held while argon2 runs (measured before: 40 concurrent wrong
-    attempts made another user's GET /items/ answer 503). The new hash is stored only if the old
-    one is still the stored one."""
+@dataclass(frozen=True, slots=True)
+class PasswordCheck:
+    """A counted current-password check: the hash it is checked against, as read."""
+
+    user_id: uuid.UUID
+    email: str
+    current_hash: str
+
+
+async def begin_password_change(
+    session: AsyncSession, settings: Settings, me: UserRecord
+) -> PasswordCheck:
+    """PATCH /users/me/password, first transaction: checking the current password is a guess
+    like a login, so it is counted on the account's login throttle (429 once over the limit,
+    with no argon2 work). The caller commits it and holds no connection while argon2 runs
+    (measured before: 40 concurrent wrong attempts made another user's GET /items/ answer 503)."""
     user = await own_account(session, me)
-    current_hash, email = user.hashed_password, user.email
-    await count_password_check(session, settings, email)  # commits: the connection goes back
-    check = await passwords.verify(current_hash, data.current_password)
-    if not check.valid:
+    await count_password_check(session, settings, user.email)
+    return PasswordCheck(user_id=user.id, email=user.email, current_hash=user.hashed_password)
+
+
+async def new_password_hash(
+    passwords: PasswordHashing, check: PasswordCheck, data: UpdatePassword
+) -> str:
+    """The argon2 step, on no database connection: verify the current password, hash the new."""
+    verified = await passwords.verify(check.current_hash, data.current_password)
+    if not verified.valid:
         raise IncorrectPassword
     if data.current_password == data.new_password:
         raise SamePassword
-    new_hash = await passwords.hash(data.new_password)
-    if not await users.replace_password(session, user.id, current_hash, new_hash):
+    return await passwords.hash(data.new_password)
+
+
+async def finish_password_change(
+    session: AsyncSession, check: PasswordCheck, new_hash: str
+) -> None:
+    """Second transaction: the new hash is stored only if the old one is still the stored one."""
+    if not await users.replace_password(session, check.user_id, check.current_hash, new_hash):
         raise IncorrectPassword  # changed (or deleted) while argon2 ran: the check is void
-    await revoke_credentials(session, user.id)
-    await forget_account_failures(session, email)
+    await revoke_credentials(session, check.user_id)
+    await forget_account_failures(session, check.email)
 
 
 # -- password recovery
@@ -414,14 +459,17 @@ async def request_password_reset(
 
 
 async def send_reset_link(
-    sessions: async_sessionmaker[AsyncSession], mailer: Mailer, settings: Settings, email: str
+    transaction: Callable[[], AbstractAsyncContextManager[AsyncSession]],
+    mailer: Mailer,
+    settings: Settings,
+    email: str,
 ) -> None:
-    """The whole recovery request, run after the response: the request itself does the same
-    (nothing) for every email, so neither its answer nor its timing says whether one exists."""
+    """The whole recovery request, run after the response (in `transaction()`, which commits
+    when it ends): the request itself does the same (nothing) for every email, so neither its
+    answer nor its timing says whether one exists."""
     try:
-        async with sessions() as session:
+        async with transaction() as session:
             requested = await request_password_reset(session, settings, email)
-            await session.commit()
     except Exception:
         log.exception("password_reset_failed")
         return

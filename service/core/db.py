@@ -1,18 +1,16 @@
-"""The database: one AsyncEngine and session factory per process, and the per-request session."""
+"""The database: one AsyncEngine per process, its read and write sessions, and the one commit."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any
 
-from fastapi import Depends, Request
-from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
-from starlette.responses import Response
 
 from service.core.config import Settings
+from service.core.errors import DomainError
 from service.core.pool import HandOffQueuePool, pinging_pool
 
 # A connection back in the pool for less than this is lent without a ping. Under load connections
@@ -21,10 +19,6 @@ from service.core.pool import HandOffQueuePool, pinging_pool
 # while "fresh" (the server restarted this very second) fails one request with a retryable 503, and
 # that disconnect invalidates the whole pool, so the next requests reconnect.
 PING_IF_IDLE_FOR_S = 1.0
-
-# Methods whose requests only read: their session runs in autocommit, so a one-statement read is
-# one round trip instead of BEGIN + statement + COMMIT.
-READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
 
 
 def driver_connect_args(settings: Settings) -> dict[str, Any]:
@@ -87,8 +81,10 @@ def build_engine(settings: Settings) -> AsyncEngine:
 
 @dataclass(slots=True)
 class Database:
-    """`sessionmaker` serves requests that may write; `read_sessionmaker` those that only read
-    (autocommit). Tests pass one savepoint-bound factory for both."""
+    """`sessionmaker` opens transactional sessions (writes), `read_sessionmaker` autocommit ones
+    (reads: no BEGIN/COMMIT, one statement is one round trip). Without a read factory (the
+    tests' savepoint harness, which runs everything in one outer transaction) reads use the
+    transactional one."""
 
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
@@ -105,10 +101,31 @@ class Database:
             ),
         )
 
-    def sessions(self, *, autocommit: bool) -> async_sessionmaker[AsyncSession]:
-        if autocommit and self.read_sessionmaker is not None:
+    def sessions(self, *, writes: bool) -> async_sessionmaker[AsyncSession]:
+        if not writes and self.read_sessionmaker is not None:
             return self.read_sessionmaker
         return self.sessionmaker
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """One transaction, committed when the block ends (before anything after it runs),
+        rolled back when it raises, unless the error `keeps_writes` (see `end_session`)."""
+        session = self.sessionmaker()
+        try:
+            yield session
+        except BaseException as error:
+            await end_session(session, writes=True, error=error)
+            raise
+        await end_session(session, writes=True)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """An autocommit session: each statement commits itself; the block writes nothing."""
+        session = self.sessions(writes=False)()
+        try:
+            yield session
+        finally:
+            await session.close()
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -119,79 +136,21 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
-class RequestSession:
-    """The request's session: opened on first use, ended by SessionRoute once the endpoint
-    returns, before the answer is sent.
+async def end_session(
+    session: AsyncSession, *, writes: bool, error: BaseException | None = None
+) -> None:
+    """The one place a session's writes are committed, then its connection given back.
 
-    This replaces a `yield` dependency with scope="function": FastAPI's machinery for those
-    cost ~110 us per request, more than the whole rest of dependency solving.
+    Committed when the work returned, or raised a DomainError that records something the answer
+    reports (`keeps_writes`: a throttle count, a revoked token family); otherwise rolled back.
+    A failing commit raises, so a client gets its error, never a 2xx for a write not stored.
     """
-
-    __slots__ = ("_autocommit", "_factory", "session")
-
-    def __init__(self, database: Database, *, autocommit: bool) -> None:
-        self._factory = database.sessions(autocommit=autocommit)
-        # Without an autocommit factory (tests' savepoint sessions) the session is transactional.
-        self._autocommit = autocommit and database.read_sessionmaker is not None
-        self.session: AsyncSession | None = None
-
-    def get(self) -> AsyncSession:
-        if self.session is None:
-            self.session = self._factory()
-        return self.session
-
-    async def finish(self) -> None:
-        """Commit what the endpoint wrote (in autocommit each statement committed itself), then
-        give the connection back. A failing commit raises: the client gets its error, never a
-        2xx for a write that was not stored."""
-        session = self.session
-        if session is None:
-            return
-        try:
-            if not self._autocommit and session.in_transaction():
-                await session.commit()
-        finally:
-            await session.close()
-
-    async def abandon(self) -> None:
-        if self.session is not None:
-            await self.session.close()  # rolls back whatever was not committed
+    try:
+        if writes and session.in_transaction() and (error is None or keeps_writes(error)):
+            await session.commit()
+    finally:
+        await session.close()  # rolls back whatever was not committed
 
 
-class SessionRoute(APIRoute):
-    """One session per request, committed when the endpoint returns, rolled back if it raises.
-
-    The commit happens inside the route handler, so before the response is sent: a client never
-    sees a 2xx for a write that then fails to commit. GET and HEAD run in autocommit: no
-    BEGIN/COMMIT round trips for reads (a read spanning two statements sees two snapshots).
-    """
-
-    def autocommit(self, request: Request) -> bool:
-        """Whether this request's statements may each commit on their own."""
-        return request.method in READ_ONLY_METHODS
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def with_session(request: Request) -> Response:
-            holder = RequestSession(request.app.state.db, autocommit=self.autocommit(request))
-            request.state.db_session = holder
-            try:
-                response = await handler(request)
-            except BaseException:
-                await holder.abandon()
-                raise
-            await holder.finish()
-            return response
-
-        return with_session
-
-
-async def _request_session(request: Request) -> AsyncSession:
-    holder: RequestSession | None = getattr(request.state, "db_session", None)
-    if holder is None:
-        raise RuntimeError("SessionDep is only available on routes whose class is a SessionRoute")
-    return holder.get()
-
-
-SessionDep = Annotated[AsyncSession, Depends(_request_session)]
+def keeps_writes(error: BaseException) -> bool:
+    return isinstance(error, DomainError) and error.keeps_writes

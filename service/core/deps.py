@@ -9,8 +9,10 @@ from fastapi import Depends, Query, Request
 from service.core.client_ip import client_key, resolve_client_ip
 from service.core.config import Settings
 from service.core.db import Database
-from service.core.db import SessionDep as SessionDep  # re-exported: one import line for routes
 from service.core.mailer import Mailer
+from service.core.routing import ReadSession as ReadSession  # re-exported: one import line
+from service.core.routing import Transactions as Transactions
+from service.core.routing import WriteSession as WriteSession
 from service.core.security import PasswordHashing, TokenCodec
 
 # Dependencies are `async def` even when they only read app.state: a plain `def` would be run in

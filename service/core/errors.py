@@ -22,6 +22,9 @@ class DomainError(Exception):
     status: ClassVar[int] = HTTPStatus.BAD_REQUEST
     problem_type: ClassVar[str] = "about:blank"
     headers: ClassVar[Mapping[str, str]] = {}
+    # True for an error that reports something the request recorded (a counted login attempt,
+    # a revoked token family): its transaction is committed before the error is answered.
+    keeps_writes: ClassVar[bool] = False
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -57,6 +60,18 @@ class NotFound(DomainError):
 
 class Conflict(DomainError):
     status = HTTPStatus.CONFLICT
+
+
+class PreconditionFailed(DomainError):
+    """A conditional request (If-Match) whose condition no longer holds."""
+
+    status = HTTPStatus.PRECONDITION_FAILED
+
+
+class Unprocessable(DomainError):
+    """Well-formed, but not a request this resource can carry out."""
+
+    status = HTTPStatus.UNPROCESSABLE_CONTENT
 
 
 class PayloadTooLarge(DomainError):

@@ -11,13 +11,12 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Any, ClassVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.core.digests import json_sha256
-from service.core.errors import BadRequest, Conflict, DomainError
+from service.core.errors import BadRequest, Conflict, Unprocessable
 from service.idempotency import repository
 
 # 1-255 printable ASCII characters (a UUID, a ULID, "order-42/try-1", ...).
@@ -31,9 +30,7 @@ class InvalidIdempotencyKey(BadRequest):
         super().__init__("Idempotency-Key must be 1 to 255 printable ASCII characters")
 
 
-class IdempotencyKeyReused(DomainError):
-    status = HTTPStatus.UNPROCESSABLE_CONTENT
-
+class IdempotencyKeyReused(Unprocessable):
     def __init__(self) -> None:
         super().__init__("Idempotency-Key reused with a different request")
 
@@ -49,6 +46,9 @@ class IdempotencyKeyInProgress(Conflict):
 
 @dataclass(frozen=True, slots=True)
 class Answer:
+    """The first answer, as stored to be replayed: its status code is part of what is replayed
+    (data the route chose, never interpreted here), its body the JSON the route sent."""
+
     status: int
     body: dict[str, Any]
     replayed: bool

@@ -54,10 +54,11 @@ class ItemCounter(SQLModel, table=True):
 
 
 class ItemRow(TypedDict):
-    """An item as the queries return it and the API shows it (see schemas.ItemPublic)."""
+    """The one shape of an item outside the table class: as every query returns it and the API
+    shows it (schemas.ItemPublic), ids in their text form (what the JSON carries)."""
 
-    id: uuid.UUID
+    id: str
     title: str
     description: str | None
-    owner_id: uuid.UUID
+    owner_id: str
     created_at: datetime

@@ -1,93 +1,128 @@
-"""Queries on the items table, in SQLAlchemy Core on the session's connection.
+"""Queries on the items table: named statements compiled once from the table (core/statements.py).
 
-Rows come back as plain `ItemRow` dicts of exactly what the API shows: no ORM objects to build,
-track and validate again on the hot paths.
+Every query returns items as `ItemRow`, exactly what the API shows (ids as text, cast by
+PostgreSQL: orjson writes a str natively but falls back to Python for asyncpg's UUID type, 200
+times per page): no ORM objects to build, track and validate again.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Table,
+    Text,
+    Uuid,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.sql import Select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from service.core.statements import Statement, compile_statement, fetch
 from service.items.models import ALL_ITEMS_SCOPE, Item, ItemCounter, ItemRow
 
 items: Table = Item.metadata.tables["items"]
 item_counters: Table = ItemCounter.metadata.tables["item_counters"]
-_COLUMNS = (items.c.id, items.c.title, items.c.description, items.c.owner_id, items.c.created_at)
-_KEYS = tuple(column.key for column in _COLUMNS)
 
-
-async def _connection(session: AsyncSession) -> AsyncConnection:
-    """The session's connection, in the session's transaction."""
-    return await session.connection()
+_COLUMNS = (
+    items.c.id.cast(Text).label("id"),
+    items.c.title,
+    items.c.description,
+    items.c.owner_id.cast(Text).label("owner_id"),
+    items.c.created_at,
+)
+_ITEM_ID = bindparam("item_id", type_=Uuid)
 
 
 def _row(row: Any) -> ItemRow:
-    return cast(ItemRow, dict(zip(_KEYS, row, strict=True)))
+    return cast(
+        ItemRow,
+        {
+            "id": row[0],
+            "title": row[1],
+            "description": row[2],
+            "owner_id": row[3],
+            "created_at": row[4],
+        },
+    )
+
+
+_GET = compile_statement(select(*_COLUMNS).where(items.c.id == _ITEM_ID))
+_GET_FOR_UPDATE = compile_statement(
+    select(*_COLUMNS).where(items.c.id == _ITEM_ID).with_for_update()
+)
 
 
 async def get_item(session: AsyncSession, item_id: uuid.UUID) -> ItemRow | None:
-    connection = await _connection(session)
-    row = (await connection.execute(select(*_COLUMNS).where(items.c.id == item_id))).first()
-    return None if row is None else _row(row)
+    rows = await fetch(session, _GET, item_id=item_id)
+    return _row(rows[0]) if rows else None
 
 
 async def get_item_for_update(session: AsyncSession, item_id: uuid.UUID) -> ItemRow | None:
     """The item with its row locked (FOR UPDATE) until the transaction ends."""
-    query = select(*_COLUMNS).where(items.c.id == item_id).with_for_update()
-    row = (await (await _connection(session)).execute(query)).first()
-    return None if row is None else _row(row)
+    rows = await fetch(session, _GET_FOR_UPDATE, item_id=item_id)
+    return _row(rows[0]) if rows else None
 
 
 @dataclass(frozen=True, slots=True)
 class ListedPage:
-    """A page as the list answer shows it: ids already text (JSON-ready without a per-value
-    conversion), and the scope's total count from the same round trip."""
+    """A page and the scope's total count, from the same round trip."""
 
-    rows: list[dict[str, Any]]
+    rows: list[ItemRow]
     total: int
 
 
-# The scope's count rides along as an InitPlan (evaluated once): page and count in one round trip.
-# _LISTING_HEAD spells out the _TOTAL subquery rather than formatting it in, so the statement stays
-# one literal; tests/items/test_cursor.py checks that the two agree.
-_TOTAL = "SELECT coalesce(sum(n), 0)::bigint FROM item_counters WHERE scope = $1"
-_LISTING_HEAD = (
-    "SELECT (SELECT coalesce(sum(n), 0)::bigint FROM item_counters WHERE scope = $1),"
-    " id::text, title, description, owner_id::text, created_at FROM items"
+# The count of one scope, O(1) from the trigger-kept counters. The listing carries the same
+# expression as an InitPlan (evaluated once): page and count in one round trip.
+_TOTAL_EXPR = (
+    select(func.coalesce(func.sum(item_counters.c.n), literal_column("0")).cast(BigInteger))
+    .where(item_counters.c.scope == bindparam("scope", type_=Uuid))
+    .scalar_subquery()
 )
+_TOTAL = compile_statement(select(_TOTAL_EXPR))
 
 
-@cache
-def _listing_sql(*, by_owner: bool, after: bool, skip: bool) -> str:
-    """The page and the count in one statement, one round trip. Plain SQL for the driver: this
-    runs on every GET /items/, and compiling a Core statement cost more than the query.
-
-    The page is one range of ix_items_owner_id_created_at_id (ix_items_created_at_id for a
-    superuser): the row comparison (created_at, id) < ($c, $i) costs the same at any depth,
-    without a sort. An empty page carries no count: list_page then asks for it alone.
-    $1 counter scope, $2 limit, then the owner, the keyset position and the offset when used.
-    """
-    params = iter(range(3, 9))
-    where: list[str] = []
+def _listing(*, by_owner: bool, after: bool, skip: bool) -> Statement:
+    """The page is one range of ix_items_owner_id_created_at_id (ix_items_created_at_id for a
+    superuser): the row comparison (created_at, id) < (after_at, after_id) costs the same at any
+    depth, without a sort. An empty page carries no count: list_page then asks for it alone."""
+    query: Select[Any] = select(_TOTAL_EXPR, *_COLUMNS)
     if by_owner:
-        where.append(f"owner_id = ${next(params)}")
+        query = query.where(items.c.owner_id == bindparam("owner_id", type_=Uuid))
     if after:
-        where.append(f"(created_at, id) < (${next(params)}, ${next(params)})")
-    offset = f" OFFSET ${next(params)}" if skip else ""
-    filters = f" WHERE {' AND '.join(where)}" if where else ""
-    # Fixed fragments and $n placeholders only: every value is bound by the driver.
-    # Qualified: a bare "id" would be the text output column, and sort as text without the index.
-    order = " ORDER BY items.created_at DESC, items.id DESC LIMIT $2"
-    return f"{_LISTING_HEAD}{filters}{order}{offset}"
+        position = tuple_(
+            bindparam("after_at", type_=DateTime(timezone=True)),
+            bindparam("after_id", type_=Uuid),
+        )
+        query = query.where(tuple_(items.c.created_at, items.c.id) < position)
+    query = query.order_by(items.c.created_at.desc(), items.c.id.desc()).limit(bindparam("limit"))
+    if skip:
+        query = query.offset(bindparam("skip"))
+    return compile_statement(query)
+
+
+_LISTINGS = {
+    (by_owner, after, skip): _listing(by_owner=by_owner, after=after, skip=skip)
+    for by_owner in (False, True)
+    for after in (False, True)
+    for skip in (False, True)
+}
+
+
+def listing_statement(*, by_owner: bool, after: bool, skip: bool) -> Statement:
+    return _LISTINGS[by_owner, after, skip]
 
 
 async def list_page(
@@ -100,51 +135,67 @@ async def list_page(
 ) -> ListedPage:
     """Up to `limit` items newest first (after the keyset position `after`, or from offset
     `skip`) and the count of every item in scope, O(1) from the counters."""
-    sql = _listing_sql(by_owner=owner_id is not None, after=after is not None, skip=skip > 0)
+    statement = listing_statement(
+        by_owner=owner_id is not None, after=after is not None, skip=skip > 0
+    )
     scope = ALL_ITEMS_SCOPE if owner_id is None else owner_id
-    params: list[Any] = [scope, limit]
-    if owner_id is not None:
-        params.append(owner_id)
+    values: dict[str, Any] = {"scope": scope, "limit": limit, "owner_id": owner_id, "skip": skip}
     if after is not None:
-        params.extend(after)
-    if skip:
-        params.append(skip)
-    result = await (await _connection(session)).exec_driver_sql(sql, tuple(params))
-    fetched: Sequence[Sequence[Any]] = result.all()
+        values["after_at"], values["after_id"] = after
+    fetched = await fetch(session, statement, **values)
     if not fetched:  # past the end (or nothing yet): the count alone
-        total = await (await _connection(session)).exec_driver_sql(_TOTAL, (scope,))
-        return ListedPage(rows=[], total=int(total.scalar_one()))
-    rows = [
-        {
-            "id": row[1],
-            "title": row[2],
-            "description": row[3],
-            "owner_id": row[4],
-            "created_at": row[5],
-        }
-        for row in fetched
-    ]
-    return ListedPage(rows=rows, total=int(fetched[0][0]))
+        [(total,)] = await fetch(session, _TOTAL, scope=scope)
+        return ListedPage(rows=[], total=int(total))
+    return ListedPage(rows=[_row(row[1:]) for row in fetched], total=int(fetched[0][0]))
 
 
-# Plain SQL: building and compiling a Core INSERT per request cost more than PostgreSQL's work.
-_INSERT = (
-    "INSERT INTO items (id, title, description, owner_id, created_at) VALUES ($1, $2, $3, $4, $5)"
+_INSERT = compile_statement(
+    insert(items).values(
+        id=bindparam("new_id", type_=Uuid),
+        title=bindparam("new_title"),
+        description=bindparam("new_description"),
+        owner_id=bindparam("new_owner_id", type_=Uuid),
+        created_at=bindparam("new_created_at", type_=DateTime(timezone=True)),
+    )
 )
 
 
 async def add_item(session: AsyncSession, item: ItemRow) -> None:
-    values = (item["id"], item["title"], item["description"], item["owner_id"], item["created_at"])
-    await (await _connection(session)).exec_driver_sql(_INSERT, values)
+    await fetch(
+        session,
+        _INSERT,
+        new_id=item["id"],
+        new_title=item["title"],
+        new_description=item["description"],
+        new_owner_id=item["owner_id"],
+        new_created_at=item["created_at"],
+    )
+
+
+def _save(columns: tuple[str, ...]) -> Statement:
+    changes: dict[str, Any] = {column: bindparam(f"new_{column}") for column in columns}
+    return compile_statement(
+        update(items).where(items.c.id == _ITEM_ID).values(changes).returning(*_COLUMNS)
+    )
+
+
+# What an update may change; one statement per combination.
+_SAVES: dict[tuple[str, ...], Statement] = {
+    columns: _save(columns) for columns in (("title",), ("description",), ("title", "description"))
+}
 
 
 async def save_item(
     session: AsyncSession, item_id: uuid.UUID, changes: dict[str, Any]
 ) -> ItemRow | None:
-    query = update(items).where(items.c.id == item_id).values(**changes).returning(*_COLUMNS)
-    row = (await (await _connection(session)).execute(query)).first()
-    return None if row is None else _row(row)
+    columns = tuple(column for column in ("title", "description") if column in changes)
+    values = {f"new_{column}": changes[column] for column in columns}
+    rows = await fetch(session, _SAVES[columns], item_id=item_id, **values)
+    return _row(rows[0]) if rows else None
+
+
+_DELETE = compile_statement(delete(items).where(items.c.id == _ITEM_ID))
 
 
 async def delete_item(session: AsyncSession, item_id: uuid.UUID) -> None:
-    await (await _connection(session)).execute(delete(items).where(items.c.id == item_id))
+    await fetch(session, _DELETE, item_id=item_id)

@@ -10,21 +10,29 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+import orjson
+from fastapi import Header, Query, Response
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.auth.deps import CurrentUser
-from service.core.deps import Limit, SessionDep, SettingsDep, Skip
+from service.core.deps import Limit, ReadSession, SettingsDep, Skip, WriteSession
+from service.core.digests import json_default, json_sha256
+from service.core.errors import BadRequest
 from service.core.responses import model_response
-from service.core.routing import StrictJSONRoute
+from service.core.routing import api_router
 from service.core.schemas import Message, problem_responses
 from service.idempotency import service as idempotency
 from service.items import service
 from service.items.models import ItemRow
 from service.items.schemas import ItemCreate, ItemPublic, ItemsPublic, ItemUpdate
+from service.users.models import UserRecord
 
-router = APIRouter(prefix="/items", tags=["items"], route_class=StrictJSONRoute)
+router = api_router(prefix="/items", tags=["items"])
 
 Cursor = Annotated[
     str | None,
@@ -42,7 +50,7 @@ IdempotencyKey = Annotated[
         " returns the first answer (with `Idempotent-Replayed: true`) and creates nothing",
     ),
 ]
-IfMatch = Annotated[
+IfMatchHeader = Annotated[
     list[str] | None,
     Header(
         alias="If-Match",
@@ -50,6 +58,8 @@ IfMatch = Annotated[
     ),
 ]
 
+# What an Idempotency-Key on item creation is bound to, besides the body.
+CREATE_OPERATION = "POST /api/v1/items/"
 ETAG = "ETag"
 REPLAYED = "Idempotent-Replayed"
 # Beyond the errors every /api/v1 operation documents: a stale If-Match.
@@ -58,31 +68,68 @@ PRECONDITION_FAILED = problem_responses(412)
 _IF_MATCH_ELEMENT = re.compile(r'[ \t,]*(W/)?("[\x21\x23-\x7e\x80-\xff]*")[ \t]*(?:,|\Z)')
 
 
-def parse_if_match(values: list[str] | None) -> service.IfMatch | None:
+class InvalidIfMatch(BadRequest):
+    def __init__(self) -> None:
+        super().__init__('If-Match must be "*" or a comma-separated list of quoted entity tags')
+
+
+# JSON exactly as pydantic writes an ItemPublic (UTC as "Z"); tests/items hold it to that.
+JSON_OPTIONS = orjson.OPT_UTC_Z
+
+
+def to_json(content: object) -> bytes:
+    return orjson.dumps(content, default=json_default, option=JSON_OPTIONS)
+
+
+def etag_for(item: Mapping[str, object]) -> str:
+    """A strong ETag: the SHA-256 of the item as the API shows it (canonical JSON, sorted keys),
+    so it changes exactly when the representation does (and comes back if an edit is undone,
+    which is harmless for If-Match). `item` is a row, or its JSON form (a stored answer)."""
+    return f'"{json_sha256(item)}"'
+
+
+@dataclass(frozen=True, slots=True)
+class IfMatch:
+    """A parsed If-Match header: `*` (any current item), or the strong entity tags it lists."""
+
+    any: bool = False
+    tags: frozenset[str] = frozenset()
+
+    def holds_for(self, item: ItemRow) -> bool:
+        """The precondition handed to the service: checked on the row it has locked."""
+        return self.any or etag_for(item) in self.tags
+
+
+def parse_if_match(values: list[str] | None) -> IfMatch | None:
     """None without the header. Weak tags are kept out: If-Match compares strongly."""
     if not values:
         return None
     raw = ",".join(values)
     if raw.strip(" \t") == "*":
-        return service.IfMatch(any=True)
+        return IfMatch(any=True)
     strong: set[str] = set()
     position, elements = 0, 0
     while raw[position:].strip(" \t,"):
         element = _IF_MATCH_ELEMENT.match(raw, position)
         if element is None:
-            raise service.InvalidIfMatch
+            raise InvalidIfMatch
         elements += 1
         if element.group(1) is None:
             strong.add(element.group(2))
         position = element.end()
     if elements == 0:
-        raise service.InvalidIfMatch
-    return service.IfMatch(tags=frozenset(strong))
+        raise InvalidIfMatch
+    return IfMatch(tags=frozenset(strong))
+
+
+def _precondition(values: list[str] | None) -> service.Precondition | None:
+    if_match = parse_if_match(values)
+    return None if if_match is None else if_match.holds_for
 
 
 def _json(content: Any, headers: dict[str, str] | None = None, status: int = 200) -> Response:
     return Response(
-        service.to_json(content),
+        to_json(content),
         status_code=status,
         headers=headers,
         media_type="application/json",
@@ -90,12 +137,12 @@ def _json(content: Any, headers: dict[str, str] | None = None, status: int = 200
 
 
 def _item(item: ItemRow, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return _json(item, {**(headers or {}), ETAG: service.etag_for(item)}, status)
+    return _json(item, {**(headers or {}), ETAG: etag_for(item)}, status)
 
 
 @router.get("/", response_model=ItemsPublic)
 async def read_items(
-    session: SessionDep,
+    session: ReadSession,
     user: CurrentUser,
     settings: SettingsDep,
     skip: Skip = 0,
@@ -115,7 +162,7 @@ async def read_items(
 
 @router.post("/", response_model=ItemPublic)
 async def create_item(
-    session: SessionDep,
+    session: WriteSession,
     user: CurrentUser,
     settings: SettingsDep,
     body: ItemCreate,
@@ -123,14 +170,14 @@ async def create_item(
 ) -> Response:
     if idempotency_key is None:
         return _item(await service.create_item(session, user, body))
-    answer = await service.create_item_once(
+    answer = await create_item_once(
         session,
         user,
         body,
         key=idempotency.check_key(idempotency_key),
         ttl_s=settings.idempotency_key_ttl_s,
     )
-    headers = {ETAG: service.etag_for(answer.body)}
+    headers = {ETAG: etag_for(answer.body)}
     if answer.replayed:
         headers[REPLAYED] = "true"
     # The stored answer's keys come back in jsonb's order: the model puts them in the API's.
@@ -139,26 +186,46 @@ async def create_item(
     )
 
 
+async def create_item_once(
+    session: AsyncSession, owner: UserRecord, data: ItemCreate, *, key: str, ttl_s: int
+) -> idempotency.Answer:
+    """Create the item unless `owner` already sent `key`; the answer is then the first one,
+    stored in the same transaction as the item."""
+
+    async def create() -> tuple[int, dict[str, Any]]:
+        item = await service.create_item(session, owner, data)
+        return HTTPStatus.OK, orjson.loads(to_json(item))
+
+    return await idempotency.run_once(
+        session,
+        user_id=owner.id,
+        key=key,
+        fingerprint=idempotency.fingerprint(CREATE_OPERATION, data.model_dump(mode="json")),
+        ttl_s=ttl_s,
+        action=create,
+    )
+
+
 @router.get("/{id}", response_model=ItemPublic)
-async def read_item(session: SessionDep, user: CurrentUser, id: uuid.UUID) -> Response:
+async def read_item(session: ReadSession, user: CurrentUser, id: uuid.UUID) -> Response:
     return _item(await service.get_item_for(session, user, id))
 
 
 @router.put("/{id}", response_model=ItemPublic, responses=PRECONDITION_FAILED)
 async def update_item(
-    session: SessionDep,
+    session: WriteSession,
     user: CurrentUser,
     id: uuid.UUID,
     body: ItemUpdate,
-    if_match: IfMatch = None,
+    if_match: IfMatchHeader = None,
 ) -> Response:
-    updated = await service.update_item(session, user, id, body, if_match=parse_if_match(if_match))
-    return _item(updated)
+    precondition = _precondition(if_match)
+    return _item(await service.update_item(session, user, id, body, precondition=precondition))
 
 
 @router.delete("/{id}", response_model=Message, responses=PRECONDITION_FAILED)
 async def delete_item(
-    session: SessionDep, user: CurrentUser, id: uuid.UUID, if_match: IfMatch = None
+    session: WriteSession, user: CurrentUser, id: uuid.UUID, if_match: IfMatchHeader = None
 ) -> Message:
-    await service.delete_item(session, user, id, if_match=parse_if_match(if_match))
+    await service.delete_item(session, user, id, precondition=_precondition(if_match))
     return Message(message="Item deleted successfully")

@@ -1,8 +1,9 @@
 """Rules about items: everyone owns their items; a superuser may act on all of them.
 
-Writes may be made safe to retry (an Idempotency-Key on create) and safe against lost updates
-(If-Match on update and delete, compared with the item's ETag). Lists page by offset or by a
-keyset cursor; their count comes from trigger-kept counters, so neither grows with the table.
+Update and delete may carry a precondition on the item as stored (the route's If-Match against
+its ETag), checked under the row lock the write holds. Lists page by offset or by a keyset
+cursor; their count comes from trigger-kept counters, so neither grows with the table. (Making a
+create safe to retry is the route's: idempotency/ around this module's create_item.)
 """
 
 from __future__ import annotations
@@ -11,27 +12,22 @@ import base64
 import hmac
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from http import HTTPStatus
-from typing import Any
 
-import orjson
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from service.core.digests import json_default, json_sha256
-from service.core.errors import BadRequest, DomainError, Forbidden, NotFound
+from service.core.errors import BadRequest, Forbidden, NotFound, PreconditionFailed
 from service.core.tables import utcnow
-from service.idempotency import service as idempotency
 from service.items import repository
 from service.items.models import ItemRow
 from service.items.schemas import ItemCreate, ItemUpdate
 from service.users.models import UserRecord
 
-# What an Idempotency-Key on item creation is bound to, besides the body.
-CREATE_OPERATION = "POST /api/v1/items/"
+# Whether the item as stored is the one the client expects (the route's If-Match).
+type Precondition = Callable[[ItemRow], bool]
 
 
 class ItemNotFound(NotFound):
@@ -44,16 +40,9 @@ class NotItemOwner(Forbidden):
         super().__init__("Not enough permissions")
 
 
-class ItemChanged(DomainError):
-    status = HTTPStatus.PRECONDITION_FAILED
-
+class ItemChanged(PreconditionFailed):
     def __init__(self) -> None:
         super().__init__("The item has changed: If-Match does not match its current ETag")
-
-
-class InvalidIfMatch(BadRequest):
-    def __init__(self) -> None:
-        super().__init__('If-Match must be "*" or a comma-separated list of quoted entity tags')
 
 
 class InvalidCursor(BadRequest):
@@ -67,32 +56,6 @@ class InvalidCursor(BadRequest):
 class CursorWithSkip(BadRequest):
     def __init__(self) -> None:
         super().__init__("cursor and skip cannot be combined: a cursor already says where to start")
-
-
-@dataclass(frozen=True, slots=True)
-class IfMatch:
-    """A parsed If-Match header: `*` (any current item), or the strong entity tags it lists."""
-
-    any: bool = False
-    tags: frozenset[str] = frozenset()
-
-    def matches(self, etag: str) -> bool:
-        return self.any or etag in self.tags
-
-
-# JSON exactly as pydantic writes an ItemPublic (UTC as "Z"); tests/items hold it to that.
-JSON_OPTIONS = orjson.OPT_UTC_Z
-
-
-def to_json(content: object) -> bytes:
-    return orjson.dumps(content, default=json_default, option=JSON_OPTIONS)
-
-
-def etag_for(item: Mapping[str, object]) -> str:
-    """A strong ETag: the SHA-256 of the item as the API shows it (canonical JSON, sorted keys),
-    so it changes exactly when the representation does (and comes back if an edit is undone,
-    which is harmless for If-Match). `item` is a row, or its JSON form (a stored answer)."""
-    return f'"{json_sha256(item)}"'
 
 
 # -- keyset cursors -----------------------------------------------------------------------------
@@ -142,7 +105,7 @@ def decode_cursor(cursor: str, key: bytes) -> tuple[datetime, uuid.UUID]:
 
 @dataclass(frozen=True, slots=True)
 class ItemPage:
-    data: list[dict[str, Any]]
+    data: list[ItemRow]
     count: int
     next_cursor: str | None
 
@@ -177,39 +140,20 @@ async def create_item(session: AsyncSession, owner: UserRecord, data: ItemCreate
     """Id and created_at are made here, so the INSERT needs no RETURNING and the answer is
     exactly what was stored (PostgreSQL keeps microseconds, as datetime does)."""
     item = ItemRow(
-        id=uuid.uuid4(),
+        id=str(uuid.uuid4()),
         title=data.title,
         description=data.description,
-        owner_id=owner.id,
+        owner_id=str(owner.id),
         created_at=utcnow(),
     )
     await repository.add_item(session, item)
     return item
 
 
-async def create_item_once(
-    session: AsyncSession, owner: UserRecord, data: ItemCreate, *, key: str, ttl_s: int
-) -> idempotency.Answer:
-    """Create the item unless `owner` already sent `key`; the answer is then the first one."""
-
-    async def create() -> tuple[int, dict[str, Any]]:
-        item = await create_item(session, owner, data)
-        return HTTPStatus.OK, orjson.loads(to_json(item))
-
-    return await idempotency.run_once(
-        session,
-        user_id=owner.id,
-        key=key,
-        fingerprint=idempotency.fingerprint(CREATE_OPERATION, data.model_dump(mode="json")),
-        ttl_s=ttl_s,
-        action=create,
-    )
-
-
 def _check_access(actor: UserRecord, item: ItemRow | None) -> ItemRow:
     if item is None:
         raise ItemNotFound
-    if item["owner_id"] != actor.id and not actor.is_superuser:
+    if item["owner_id"] != str(actor.id) and not actor.is_superuser:
         raise NotItemOwner
     return item
 
@@ -219,14 +163,14 @@ async def get_item_for(session: AsyncSession, actor: UserRecord, item_id: uuid.U
 
 
 async def _get_item_to_change(
-    session: AsyncSession, actor: UserRecord, item_id: uuid.UUID, if_match: IfMatch | None
+    session: AsyncSession, actor: UserRecord, item_id: uuid.UUID, precondition: Precondition | None
 ) -> ItemRow:
-    """The item, row-locked until the transaction ends, so the If-Match check holds for the write.
+    """The item, row-locked until the transaction ends, so the precondition holds for the write.
 
     404 and 403 come before 412: a precondition only matters for a request that could succeed.
     """
     item = _check_access(actor, await repository.get_item_for_update(session, item_id))
-    if if_match is not None and not if_match.matches(etag_for(item)):
+    if precondition is not None and not precondition(item):
         raise ItemChanged
     return item
 
@@ -237,9 +181,9 @@ async def update_item(
     item_id: uuid.UUID,
     data: ItemUpdate,
     *,
-    if_match: IfMatch | None = None,
+    precondition: Precondition | None = None,
 ) -> ItemRow:
-    item = await _get_item_to_change(session, actor, item_id, if_match)
+    item = await _get_item_to_change(session, actor, item_id, precondition)
     sent = data.model_dump(exclude_unset=True)
     # title is required: a null means "leave it"; description is optional, a null clears it.
     changes = {k: v for k, v in sent.items() if v is not None or k == "description"}
@@ -252,7 +196,11 @@ async def update_item(
 
 
 async def delete_item(
-    session: AsyncSession, actor: UserRecord, item_id: uuid.UUID, *, if_match: IfMatch | None = None
+    session: AsyncSession,
+    actor: UserRecord,
+    item_id: uuid.UUID,
+    *,
+    precondition: Precondition | None = None,
 ) -> None:
-    await _get_item_to_change(session, actor, item_id, if_match)
+    await _get_item_to_change(session, actor, item_id, precondition)
     await repository.delete_item(session, item_id)

@@ -7,15 +7,13 @@ ENVIRONMENT=local, so elsewhere the path is a 404 and absent from the OpenAPI do
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
-from service.core.deps import PasswordsDep, SessionDep
+from service.core.deps import PasswordsDep, WriteSession
 from service.core.request_bodies import RequestBody
-from service.core.routing import StrictJSONRoute
+from service.core.routing import api_router
 from service.users import service
 from service.users.schemas import Email, FullName, Password, UserPublic, UserRegister
 
-router = APIRouter(prefix="/private", tags=["private"], route_class=StrictJSONRoute)
+router = api_router(prefix="/private", tags=["private"])
 
 
 class PrivateUserCreate(RequestBody):
@@ -32,7 +30,7 @@ class PrivateUserCreate(RequestBody):
 
 @router.post("/users/", response_model=UserPublic)
 async def create_user(
-    session: SessionDep, passwords: PasswordsDep, body: PrivateUserCreate
+    session: WriteSession, passwords: PasswordsDep, body: PrivateUserCreate
 ) -> UserPublic:
     account = UserRegister(email=body.email, password=body.password, full_name=body.full_name)
     return UserPublic.model_validate(await service.create_user(session, passwords, account))

@@ -6,12 +6,14 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import Uuid, bindparam, delete, func, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from service.core.statements import compile_statement, fetch
 from service.users.models import User, UserRecord, normalize_email
 
 EMAIL_UNIQUE_INDEX = "uq_users_email_lower"
@@ -29,9 +31,16 @@ def is_email_conflict(error: IntegrityError) -> bool:
     return EMAIL_UNIQUE_INDEX in str(error.orig)
 
 
-# Every authenticated request runs this: plain SQL skips statement compilation and the ORM.
-_USER_RECORD_SQL = (
-    "SELECT email, full_name, is_active, is_superuser, created_at FROM users WHERE id = $1"
+_users = User.metadata.tables["users"]
+# Every authenticated request runs this: compiled once, no ORM object built.
+_USER_RECORD = compile_statement(
+    sa_select(
+        _users.c.email,
+        _users.c.full_name,
+        _users.c.is_active,
+        _users.c.is_superuser,
+        _users.c.created_at,
+    ).where(_users.c.id == bindparam("user_id", type_=Uuid))
 )
 
 
@@ -40,12 +49,10 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
 
 
 async def get_user_record(session: AsyncSession, user_id: uuid.UUID) -> UserRecord | None:
-    connection = await session.connection()
-    row: Sequence[Any] | None = (
-        await connection.exec_driver_sql(_USER_RECORD_SQL, (user_id,))
-    ).first()
-    if row is None:
+    rows = await fetch(session, _USER_RECORD, user_id=user_id)
+    if not rows:
         return None
+    row = rows[0]
     return UserRecord(
         id=user_id,
         email=row[0],

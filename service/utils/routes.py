@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 
 import aiosmtplib
-from fastapi import APIRouter, Query
+from fastapi import Query
 from pydantic import EmailStr
 
 from service.auth.deps import SuperUser
 from service.auth.emails import test_email as build_test_email
 from service.core.deps import MailerDep, SettingsDep
 from service.core.errors import ServiceUnavailable
-from service.core.routing import StrictJSONRoute
+from service.core.routing import api_router
 from service.core.schemas import Message
 
-router = APIRouter(prefix="/utils", tags=["utils"], route_class=StrictJSONRoute)
+router = api_router(prefix="/utils", tags=["utils"])
 
 
 @router.post("/test-email/", status_code=201, response_model=Message)

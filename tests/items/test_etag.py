@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from service.items import routes as items_routes
 from service.items import service as items_service
 from service.items.models import Item
 from service.items.schemas import ItemUpdate
@@ -243,14 +244,14 @@ async def test_two_writers_with_the_same_etag_one_wins_the_other_gets_412(
             committed.user,  # type: ignore[arg-type]
             item_id,
             ItemUpdate(title="first writer"),
-            if_match=items_service.IfMatch(tags=frozenset({etag})),
+            precondition=items_routes.IfMatch(tags=frozenset({etag})).holds_for,
         )
         second = asyncio.create_task(
             client.put(
                 f"{ITEMS}{item_id}", headers={**headers, "If-Match": etag}, json={"title": "second"}
             )
         )
-        await wait_until_blocked_on_lock(committed.db, "SELECT items.id")
+        await wait_until_blocked_on_lock(committed.db, "SELECT CAST(items.id")
         assert not second.done()
         await first.commit()
 

@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.idempotency import service as idempotency
 from service.idempotency.models import IdempotencyKey
-from service.items import service as items_service
+from service.items import routes as items_routes
 from service.items.models import Item
 from service.items.schemas import ItemCreate
 from service.users.models import User
@@ -221,7 +221,7 @@ async def test_a_key_without_a_stored_answer_is_409_with_retry_after(
         IdempotencyKey(
             user_id=user.id,
             key="k",
-            request_fingerprint=idempotency.fingerprint(items_service.CREATE_OPERATION, payload),
+            request_fingerprint=idempotency.fingerprint(items_routes.CREATE_OPERATION, payload),
             created_at=datetime.now(UTC),
             expires_at=datetime.now(UTC) + timedelta(hours=1),
         )
@@ -292,7 +292,7 @@ async def test_concurrent_requests_with_one_key_create_one_item(committed: Commi
 
 async def first_attempt_in_flight(committed: Committed, session: AsyncSession) -> dict[str, Any]:
     """Run the first request's work in `session` without committing; return its answer body."""
-    answer = await items_service.create_item_once(
+    answer = await items_routes.create_item_once(
         session,
         committed.user,  # type: ignore[arg-type]
         ItemCreate(title="Milk"),
