@@ -228,9 +228,8 @@ async def test_write_session_commits_before_answering_and_rolls_back_on_error(
 
 async def test_the_session_type_not_the_method_chooses_autocommit(database_url: str) -> None:
     database = Database.from_settings(make_settings(database_url))
-    transport = httpx.ASGITransport(app=_session_app(database))
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with asgi_client(_session_app(database), base_url="http://t") as client:
             assert (await client.get("/read-is-one-transaction")).json() is False
             assert (await client.post("/write-is-one-transaction")).json() is True
     finally:
@@ -241,9 +240,8 @@ async def test_transactions_commit_each_block_and_hold_no_connection_between_the
     database_url: str,
 ) -> None:
     database = Database.from_settings(make_settings(database_url, db_pool_size=1))
-    transport = httpx.ASGITransport(app=_session_app(database))
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with asgi_client(_session_app(database), base_url="http://t") as client:
             assert (await client.post("/setup")).status_code == 200
             # The caller's read (on the request's session) was given back before the first block.
             assert (await client.post("/units/10")).json() == 0
