@@ -71,14 +71,24 @@ def _show_pools(bouncer: PgBouncer) -> str:
     return shown.stdout + shown.stderr
 
 
-async def run(clients: int, down_s: float, watch_s: float, unread_stderr: bool) -> dict[str, Any]:
+async def run(
+    clients: int,
+    down_s: float,
+    watch_s: float,
+    unread_stderr: bool,
+    settings: dict[str, str],
+) -> dict[str, Any]:
     postgres = EmbeddedPostgres()
     server_url = postgres.start()
     local = postgres.restartable
     if local is None:
         postgres.stop()
         raise SystemExit("needs PostgreSQL binaries (initdb, pg_ctl) to restart the server")
-    bouncer = PgBouncer(server_url, pool_size=2)
+    try:
+        bouncer = PgBouncer(server_url, pool_size=2, settings=settings)
+    except ValueError:
+        postgres.stop()
+        raise
     outcomes: list[tuple[float, str]] = []
     stop = asyncio.Event()
     dsn = bouncer.url("postgres").replace("+asyncpg", "")
@@ -94,7 +104,13 @@ async def run(clients: int, down_s: float, watch_s: float, unread_stderr: bool) 
                 finally:
                     await connection.close(timeout=1)
                 outcomes.append((at, "ok"))
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+            except (
+                OSError,
+                TimeoutError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
+            ) as e:  # every way a client fails, recorded
                 outcomes.append((at, f"{type(e).__name__}: {e}"[:110]))
                 await asyncio.sleep(0.05)
 
@@ -119,6 +135,7 @@ async def run(clients: int, down_s: float, watch_s: float, unread_stderr: bool) 
         report: dict[str, Any] = {
             "harness": "unread stderr pipe (before)" if unread_stderr else "stderr to a file",
             "clients": clients,
+            "settings": settings,
             "ok_before_stop": before,
             "down_s": round(back_at - stopped_at, 2),
             "recovered_s": recovered_s,
@@ -146,13 +163,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--down-s", type=float, default=2.0, help="seconds PostgreSQL is down")
     parser.add_argument("--watch-s", type=float, default=10.0, help="wait this long for recovery")
     parser.add_argument("--unread-stderr", action="store_true", help="start PgBouncer as before")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a PgBouncer setting on top of the harness's (e.g. server_login_retry=0)",
+    )
     args = parser.parse_args(argv)
+    settings = {}
+    for pair in args.set:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            parser.error(f"--set {pair!r}: expected NAME=VALUE")
+        settings[name.strip()] = value.strip()
     if not 1 <= args.clients <= 50:
         parser.error("--clients: 1 to 50")
     if not 0 <= args.down_s <= 10 or not 1 <= args.watch_s <= 30:
         parser.error("--down-s: 0 to 10 seconds; --watch-s: 1 to 30 seconds")
     with contextlib.suppress(KeyboardInterrupt):
-        report = asyncio.run(run(args.clients, args.down_s, args.watch_s, args.unread_stderr))
+        try:
+            coroutine = run(args.clients, args.down_s, args.watch_s, args.unread_stderr, settings)
+            report = asyncio.run(coroutine)
+        except ValueError as error:  # a setting the harness refuses
+            parser.error(str(error))
         print(json.dumps(report, indent=2, default=str))
         return 0 if report["recovered_s"] is not None else 1
     return 130
