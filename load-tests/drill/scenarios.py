@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from typing import Any
@@ -254,7 +255,9 @@ async def postgres_restart(cluster: Cluster, traffic: Traffic, down_s: float) ->
     await asyncio.sleep(1.0)
     stopped_at = time.monotonic()
     await asyncio.to_thread(cluster.local_postgres.stop_server)
-    await asyncio.sleep(down_s)
+    await asyncio.sleep(down_s / 2)
+    readyz_during = await asyncio.to_thread(_readyz_all, cluster)
+    await asyncio.sleep(down_s / 2)
     await asyncio.to_thread(cluster.local_postgres.start_server)
     back_at = time.monotonic()
     direct = await asyncpg.connect(asyncpg_dsn(cluster.direct_url))
@@ -277,6 +280,10 @@ async def postgres_restart(cluster: Cluster, traffic: Traffic, down_s: float) ->
             recovered_at = min(r.at + r.latency_s for r in ok_after)
             break
         await asyncio.sleep(0.1)
+    routed_again_s = None
+    with contextlib.suppress(RuntimeError):  # None in the report: not all UP within 15 s
+        await asyncio.to_thread(cluster.wait_all_routed, list(cluster.replicas), 15)
+        routed_again_s = round(time.monotonic() - back_at, 2)
     await asyncio.sleep(1.0)
     readyz = await asyncio.to_thread(_readyz_all, cluster)
     summary = summarize(traffic.records, "postgres_restart")
@@ -293,6 +300,8 @@ async def postgres_restart(cluster: Cluster, traffic: Traffic, down_s: float) ->
             r.status == 503 and r.retry_after is not None for r in failures
         ),
         "recover_s": None if recovered_at is None else round(recovered_at - back_at, 2),
+        "readyz_during": {name: status for name, (_, status) in readyz_during.items()},
+        "routed_again_s": routed_again_s,
         "replicas_not_restarted": pids == {r.name: r.process.pid for r in cluster.replicas.values()}
         and all(r.process.poll() is None for r in cluster.replicas.values()),
         "ready_after": all(status == 200 for _, status in readyz.values()),

@@ -3,9 +3,8 @@ upgrade with an expand-only migration then the documented rollback, a SIGKILL mi
 state shared across replicas (load-tests/drill; the full run is documented in docs/kubernetes.md).
 
 Bounded for a 2-core CI machine: preStop 1 s instead of the chart's 5 s (every other lifecycle
-number is the chart's) and a 1 s balancer check interval instead of the probe's 5 s. The
-PostgreSQL-restart scenario is left out: behind PgBouncer 1.18 it did not recover in most runs
-(see docs/kubernetes.md, "Capacity model").
+number is the chart's) and a 1 s balancer check interval instead of the probe's 5 s. Last,
+PostgreSQL is restarted under PgBouncer (2 s down) while the traffic flows.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ async def report() -> dict[str, Any]:
         lifecycle=lifecycle,
         check_interval_s=1.0,
         fall=2,
-        only=("rolling_restart", "upgrade_rollback", "sigkill", "shared_state"),
+        only=("rolling_restart", "upgrade_rollback", "sigkill", "shared_state", "postgres_restart"),
     )
     print("\n[drill]", json.dumps(result, default=str))
     return result
@@ -106,3 +105,24 @@ def test_login_throttle_refresh_reuse_and_replays_are_shared_by_replicas(
     assert shared["throttle"]["replicas_hit"] == 3
     assert shared["refresh_reuse"]["ok"], shared["refresh_reuse"]
     assert shared["idempotent_replay"]["ok"], shared["idempotent_replay"]
+
+
+def test_postgres_restart_under_pgbouncer_answers_503_then_recovers_without_restarts(
+    report: dict[str, Any],
+) -> None:
+    restarted = report["postgres_restart"]
+    assert restarted["down_s"] >= 2.0
+    assert restarted["postgres_answers_directly"]
+    assert restarted["failed"] > 0, "the outage did not bite"
+    assert restarted["errors"] == {}, restarted
+    assert set(restarted["non_2xx"]) == {"503"}, restarted
+    assert restarted["only_503_with_retry_after"], restarted
+    assert set(restarted["readyz_during"].values()) == {503}, restarted
+    # PgBouncer retries a failed server login after server_login_retry (1 s); haproxy routes a
+    # replica again after one passing check (rise 1, inter 1 s).
+    assert restarted["recover_s"] is not None, restarted.get("pgbouncer_log_tail")
+    assert restarted["recover_s"] < 5.0, restarted
+    assert restarted["routed_again_s"] is not None, restarted
+    assert restarted["routed_again_s"] < 5.0, restarted
+    assert restarted["replicas_not_restarted"]
+    assert restarted["ready_after"]

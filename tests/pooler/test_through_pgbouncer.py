@@ -200,7 +200,8 @@ async def test_statement_timeout_fires_through_the_pooler_as_504_and_changes_not
 async def test_without_pooler_mode_keelson_cannot_use_pgbouncer(stack: PooledStack) -> None:
     """DB_POOLER=none sends the timeouts as startup parameters, which PgBouncer refuses: the
     server stays unready (503 naming the database) rather than half-working."""
-    # A metrics port of its own: the stack's server already holds the one in stack.env.
+    # A metrics port of its own: the stack's server holds the one in stack.env, and a second
+    # server that cannot bind it exits at once.
     env = {**stack.env, "DB_POOLER": "none", "METRICS_PORT": str(free_port())}
     port = free_port()
     with keelson("serve", "--host", "127.0.0.1", "--port", str(port), env=env) as server:
@@ -208,6 +209,7 @@ async def test_without_pooler_mode_keelson_cannot_use_pgbouncer(stack: PooledSta
         status = None
         async with http_client(f"http://127.0.0.1:{port}") as client:
             while time.monotonic() < deadline:
+                assert server.poll() is None, server.communicate(timeout=5)[0][-2000:]
                 try:
                     response = await client.get("/readyz")
                 except httpx.TransportError:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -22,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
 _RUN_AS = "postgres"  # pgbouncer refuses to run as root
+_SETTING_NAME = re.compile(r"[a-z_]+")
 
 
 class PgBouncerUnavailable(RuntimeError):
@@ -52,6 +55,7 @@ class PgBouncer:
         pool_size: int = 2,
         max_client_conn: int = 400,
         idle_transaction_timeout_s: int = 0,
+        settings: Mapping[str, str | int] | None = None,
     ) -> None:
         binary = find_pgbouncer()
         if binary is None:
@@ -68,14 +72,18 @@ class PgBouncer:
         self.pool_size = pool_size
         self.max_client_conn = max_client_conn
         self.idle_transaction_timeout_s = idle_transaction_timeout_s
+        self.settings = dict(settings or {})
+        for name, value in self.settings.items():
+            if not _SETTING_NAME.fullmatch(name) or "\n" in str(value):
+                raise ValueError(f"invalid pgbouncer setting {name}={value!r}")
         self.port = _free_port()
         self.root = Path(tempfile.mkdtemp(prefix="keelson-pgbouncer-"))
         self.process: subprocess.Popen[bytes] | None = None
-        self._user: str | None = None
+        self.os_user: str | None = None
         if os.geteuid() == 0:
             entry = pwd.getpwnam(_RUN_AS)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
-            self._user = _RUN_AS
+            self.os_user = _RUN_AS
 
     def _config(self) -> str:
         return "\n".join(
@@ -103,35 +111,48 @@ class PgBouncer:
                 "server_connect_timeout = 2",
                 f"logfile = {self.root / 'pgbouncer.log'}",
                 f"pidfile = {self.root / 'pgbouncer.pid'}",
+                # Last: PgBouncer keeps the last value of a repeated setting.
+                *(f"{name} = {value}" for name, value in self.settings.items()),
                 "",
             ]
         )
 
-    def start(self) -> PgBouncer:
+    def write_config(self) -> Path:
+        """pgbouncer.ini and its user list in the temp dir; returns the config's path."""
         userlist = self.root / "userlist.txt"
         userlist.write_text(f'"{self.user}" "{self.password}"\n')
         userlist.chmod(0o600)
         config = self.root / "pgbouncer.ini"
         config.write_text(self._config())
-        if self._user is not None:
-            entry = pwd.getpwnam(self._user)
+        if self.os_user is not None:
+            entry = pwd.getpwnam(self.os_user)
             for path in (config, self.root / "userlist.txt"):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
-        self.process = subprocess.Popen(
-            [self.binary, str(config)],
-            user=self._user,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        self._wait_listening()
+        return config
+
+    def start(self) -> PgBouncer:
+        config = self.write_config()
+        # PgBouncer writes every log line to stderr as well as to its logfile. A pipe nobody reads
+        # holds 64 KiB: after ~230 client logins (or one PostgreSQL restart under load) the
+        # single-threaded pooler blocked in write() for good (wchan anon_pipe_write) and served
+        # nobody. A file never fills, and keeps what it prints before its logfile is open.
+        with (self.root / "stderr.log").open("wb") as stderr:
+            self.process = subprocess.Popen(
+                [self.binary, str(config)],
+                user=self.os_user,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        self.wait_listening()
         return self
 
-    def _wait_listening(self, timeout_s: float = 10) -> None:
+    def wait_listening(self, timeout_s: float = 10) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise PgBouncerUnavailable(f"pgbouncer exited at start:\n{self.log()[-3000:]}")
+                stderr = (self.root / "stderr.log").read_text(errors="replace")
+                raise PgBouncerUnavailable(f"pgbouncer exited at start:\n{stderr[-3000:]}")
             with (
                 contextlib.suppress(OSError),
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
