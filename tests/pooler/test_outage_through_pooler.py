@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
 
 from service.embedded_postgres import EmbeddedPostgres
 from tests.pooler.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, pooled_env
+from tests.support.clients import http_client
 from tests.support.pgbouncer import PgBouncer
 from tests.support.postgres import asyncpg_dsn
 from tests.support.processes import free_port, run_keelson, wait_ready
@@ -67,7 +67,7 @@ def _serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[str]:
 
 
 async def _poll_readyz(base_url: str, seen: list[tuple[float, int, str | None]]) -> None:
-    async with httpx.AsyncClient(base_url=base_url, timeout=5) as client:
+    async with http_client(base_url, timeout=5) as client:
         while True:
             at = time.monotonic()
             response = await client.get("/readyz")
@@ -98,7 +98,7 @@ async def test_postgres_restart_behind_pgbouncer_answers_503_then_recovers_witho
         server = _serve(env, port, tmp_path / "keelson.log")
         try:
             await asyncio.to_thread(wait_ready, port, server)
-            async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+            async with http_client(base_url, timeout=10) as client:
                 login = await client.post(
                     "/api/v1/login/access-token",
                     data={"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
