@@ -83,7 +83,11 @@ def test_a_cloudnativepg_pooler_renders_in_transaction_mode(chart: Chart, versio
         "type": "rw",
         "pgbouncer": {
             "poolMode": "transaction",
-            "parameters": {"default_pool_size": "20", "max_client_conn": "1000"},
+            "parameters": {
+                "default_pool_size": "20",
+                "max_client_conn": "1000",
+                "server_login_retry": "2",
+            },
         },
     }
     for obj in rendered.objects:
