@@ -190,20 +190,6 @@ def schema_error_mentions(error: str, *tokens: str) -> bool:
     return True
 
 
-def leaf_paths(values: Any, schema: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted paths of every documented value: descends only where the schema lists properties
-    and the value has keys, so free-form maps (labels, annotations), empty objects (affinity)
-    and lists are one value each."""
-    properties = schema.get("properties")
-    if isinstance(values, dict) and values and properties:
-        paths: list[str] = []
-        for key, value in values.items():
-            child = properties.get(key, {})
-            paths.extend(leaf_paths(value, child, f"{prefix}.{key}" if prefix else str(key)))
-        return paths
-    return [prefix]
-
-
 def _oldest_supported() -> str:
     """The floor of Chart.yaml's kubeVersion: the oldest Kubernetes the chart claims to support."""
     constraint = yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"]

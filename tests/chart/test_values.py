@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.chartlib import CHART, Chart, leaf_paths, run, schema_error_mentions
+from scripts.chart_values_table import descriptions as values_descriptions
+from scripts.chart_values_table import leaf_paths
+from tests.chart.chartlib import CHART, Chart, run, schema_error_mentions
 
 VALUES_TEXT = (CHART / "values.yaml").read_text()
 VALUES = yaml.safe_load(VALUES_TEXT)
@@ -348,38 +350,11 @@ def test_readme_defaults_match_values_yaml() -> None:
         assert rows[path] == json.dumps(node), path
 
 
-def values_descriptions() -> dict[str, str]:
-    """Dotted path -> its "# --" comment in values.yaml, continuation lines joined by spaces."""
-    descriptions: dict[str, str] = {}
-    stack: list[tuple[int, str]] = []
-    comment: list[str] | None = None
-    for line in VALUES_TEXT.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("# --"):
-            comment = [stripped.removeprefix("# --").strip()]
-            continue
-        if stripped.startswith("#"):
-            if comment is not None:
-                comment.append(stripped.removeprefix("#").strip())
-            continue
-        match = re.match(r"^(\s*)([A-Za-z0-9_.]+):", line)
-        if not match or stripped.startswith("-"):
-            continue
-        indent = len(match.group(1))
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        stack.append((indent, match.group(2)))
-        if comment is not None:
-            descriptions[".".join(key for _, key in stack)] = " ".join(comment)
-            comment = None
-    return descriptions
-
-
 def test_readme_descriptions_match_values_yaml() -> None:
     rows = dict(
         re.findall(r"^\| `([^`]+)` \| [^|]+ \| `[^`]*` \| (.*) \|$", README, flags=re.MULTILINE)
     )
-    descriptions = values_descriptions()
+    descriptions = values_descriptions(VALUES_TEXT)
     for path in leaf_paths(VALUES, SCHEMA):
         assert rows[path] == descriptions[path], path
 
