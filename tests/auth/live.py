@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from alembic import command
@@ -30,7 +28,7 @@ from service.main import create_app
 from service.users.models import User
 from tests.conftest import USER_PASSWORD, bearer, make_settings
 from tests.support.clients import asgi_client
-from tests.support.postgres import asyncpg_dsn, drop_database
+from tests.support.postgres import create_database, drop_database
 
 LOGIN = "/api/v1/login/access-token"
 REFRESH = "/api/v1/login/refresh"
@@ -38,18 +36,7 @@ REFRESH = "/api/v1/login/refresh"
 
 async def create_c_collation_database(server_url: str, prefix: str) -> str:
     """A migrated database whose collation is C whatever the server's default is."""
-    from sqlalchemy.engine import make_url
-
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    connection = await asyncpg.connect(asyncpg_dsn(server_url))
-    try:
-        await connection.execute(
-            f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'"
-            " LC_COLLATE 'C' LC_CTYPE 'C'"
-        )
-    finally:
-        await connection.close()
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    url = await create_database(server_url, prefix, c_collation=True)
     await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
     return url
 

@@ -218,16 +218,7 @@ INSERT_USER = (
 @pytest.fixture
 async def c_database(pg_server_url: str) -> AsyncIterator[str]:
     """An empty database with collation C whatever the server's default."""
-    name = f"keelson_migr_c_{uuid.uuid4().hex[:10]}"
-    connection = await asyncpg.connect(asyncpg_dsn(pg_server_url))
-    try:
-        await connection.execute(
-            f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'"
-            " LC_COLLATE 'C' LC_CTYPE 'C'"
-        )
-    finally:
-        await connection.close()
-    url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    url = await create_database(pg_server_url, "keelson_migr_c", c_collation=True)
     yield url
     await drop_database(pg_server_url, url)
 

@@ -69,12 +69,16 @@ def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def create_database(server_url: str, prefix: str) -> str:
-    """A fresh database on the server; returns its SQLAlchemy URL."""
+async def create_database(server_url: str, prefix: str, *, c_collation: bool = False) -> str:
+    """A fresh database on the server; returns its SQLAlchemy URL. With c_collation its collation
+    is C whatever the server's default (lower() then lowers ASCII only)."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    create = f'CREATE DATABASE "{name}"'
+    if c_collation:
+        create += " TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
     connection = await asyncpg.connect(asyncpg_dsn(server_url))
     try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
+        await connection.execute(create)
     finally:
         await connection.close()
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
