@@ -146,3 +146,26 @@ async def live_app(database_url: str, **overrides: Any) -> AsyncIterator[Live]:
             await connection.execute(text("DELETE FROM login_throttle"))
         await db.dispose()
         app.state.passwords.close()
+
+
+def own_database_fixture(prefix: str) -> Any:
+    """A module-scoped fixture named `database`: own_database(prefix) for the whole module
+    (migrating takes about a second, so the module's tests share it and live_app empties it)."""
+
+    @pytest.fixture(scope="module", name="database")
+    async def database(pg_server_url: str) -> AsyncIterator[str]:
+        async with own_database(pg_server_url, prefix) as url:
+            yield url
+
+    return database
+
+
+def live_fixture(**overrides: Any) -> Any:
+    """A fixture named `live`: live_app on the module's `database` with those settings."""
+
+    @pytest.fixture(name="live")
+    async def live(database: str) -> AsyncIterator[Live]:
+        async with live_app(database, **overrides) as app:
+            yield app
+
+    return live

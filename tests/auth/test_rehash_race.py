@@ -8,22 +8,17 @@ old hash, verifies it, and queues its re-hash on the row; then the change commit
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 from sqlalchemy import text
 
 from service.core.security import PasswordHashing
-from tests.auth.live import LOGIN, Live, live_app, own_database
+from tests.auth.live import LOGIN, Live, live_app, own_database_fixture
 from tests.conftest import USER_PASSWORD, make_settings, problem
 
 NEW_PASSWORD = "changed-password-1"
 
 
-@pytest.fixture(scope="module")
-async def database(pg_server_url: str) -> AsyncIterator[str]:
-    async with own_database(pg_server_url, "keelson_rehash") as url:
-        yield url
+database = own_database_fixture("keelson_rehash")
 
 
 async def hash_with(database: str, password: str, **argon2: int) -> str:

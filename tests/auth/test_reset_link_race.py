@@ -14,17 +14,14 @@ from collections.abc import AsyncIterator
 import pytest
 
 from service.auth.service import MAX_LIVE_RESET_TOKENS
-from tests.auth.live import Live, live_app, own_database
+from tests.auth.live import Live, live_app, own_database_fixture
 from tests.support.smtp import SmtpServer
 
 REQUESTS = 10
 SAME_ANSWER = {"message": "If that email is registered, we sent a password recovery link"}
 
 
-@pytest.fixture(scope="module")
-async def database(pg_server_url: str) -> AsyncIterator[str]:
-    async with own_database(pg_server_url, "keelson_resetcap") as url:
-        yield url
+database = own_database_fixture("keelson_resetcap")
 
 
 @pytest.fixture

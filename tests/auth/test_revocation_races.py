@@ -10,7 +10,7 @@ reuse detection and hide a surviving successor), and not one may answer 200.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ import pytest
 from service.auth.service import issue_reset_token
 from service.core.digests import sha256_hex as digest
 from service.users.models import User
-from tests.auth.live import Live, live_app, own_database
+from tests.auth.live import Live, live_fixture, own_database_fixture
 
 NEW_PASSWORD = "brand-new-password-1"
 LOCK_TOKEN = "SELECT id FROM refresh_tokens WHERE token_hash = :digest FOR UPDATE"
@@ -30,16 +30,8 @@ REFRESH_WAITS_ON = "SELECT refresh_tokens"
 REVOCATION_WAITS_ON = ("UPDATE refresh_tokens", "UPDATE users")
 
 
-@pytest.fixture(scope="module")
-async def race_database(pg_server_url: str) -> AsyncIterator[str]:
-    async with own_database(pg_server_url, "keelson_races") as url:
-        yield url
-
-
-@pytest.fixture
-async def live(race_database: str) -> AsyncIterator[Live]:
-    async with live_app(race_database) as live:
-        yield live
+database = own_database_fixture("keelson_races")
+live = live_fixture()
 
 
 @dataclass

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from tests.auth.live import LOGIN, Live, live_app, own_database
+from tests.auth.live import LOGIN, Live, live_app, own_database_fixture
 from tests.conftest import problem
 from tests.support.smtp import LOOPBACK, SmtpServer, reset_token_in
 
@@ -21,10 +21,7 @@ PASSWORD = "elodie-password-1"
 ACCOUNT_LIMIT = 3
 
 
-@pytest.fixture(scope="module")
-async def database(pg_server_url: str) -> AsyncIterator[str]:
-    async with own_database(pg_server_url, "keelson_email") as url:
-        yield url
+database = own_database_fixture("keelson_email")
 
 
 @pytest.fixture

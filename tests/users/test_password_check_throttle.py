@@ -11,14 +11,13 @@ import asyncio
 import statistics
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from unittest.mock import AsyncMock
 
 import httpx
 import pytest
 
 from service.auth.service import account_key
-from tests.auth.live import LOGIN, Live, live_app, own_database
+from tests.auth.live import LOGIN, Live, live_app, live_fixture, own_database_fixture
 from tests.conftest import USER_PASSWORD, problem
 
 PASSWORD = "/api/v1/users/me/password"
@@ -39,16 +38,8 @@ SETTINGS = {
 }
 
 
-@pytest.fixture(scope="module")
-async def database(pg_server_url: str) -> AsyncIterator[str]:
-    async with own_database(pg_server_url, "keelson_pwcheck") as url:
-        yield url
-
-
-@pytest.fixture
-async def live(database: str) -> AsyncIterator[Live]:
-    async with live_app(database, **SETTINGS) as live:
-        yield live
+database = own_database_fixture("keelson_pwcheck")
+live = live_fixture(**SETTINGS)
 
 
 def spies(monkeypatch: pytest.MonkeyPatch, live: Live) -> dict[str, AsyncMock]:

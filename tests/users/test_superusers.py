@@ -4,7 +4,6 @@ superusers removing each other at once cannot both succeed (forced through the a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -14,7 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.users import repository
 from service.users.models import User
-from tests.auth.live import Live, live_app, own_database
+from tests.auth.live import Live, live_fixture, own_database_fixture
 from tests.conftest import problem
 
 # service.users.repository.SUPERUSERS_LOCK_KEY, written out so the race below also runs (and
@@ -79,16 +78,8 @@ async def test_a_superuser_may_demote_another_superuser(
 # -- two superusers removing each other (committed data, a real pool)
 
 
-@pytest.fixture(scope="module")
-async def database(pg_server_url: str) -> AsyncIterator[str]:
-    async with own_database(pg_server_url, "keelson_superusers") as url:
-        yield url
-
-
-@pytest.fixture
-async def live(database: str) -> AsyncIterator[Live]:
-    async with live_app(database) as live:
-        yield live
+database = own_database_fixture("keelson_superusers")
+live = live_fixture()
 
 
 async def remove(live: Live, actor: User, target: User, how: str) -> httpx.Response:

@@ -9,27 +9,16 @@ on the deleted row's lock when its insert checks the foreign key; then the delet
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-
-import pytest
 
 from service.core.tables import discover_models, metadata
-from tests.auth.live import LOGIN, Live, live_app, own_database
+from tests.auth.live import LOGIN, Live, live_fixture, own_database_fixture
 from tests.conftest import USER_PASSWORD, problem
 
 DELETE_USER = "DELETE FROM users WHERE id = :id"
 
 
-@pytest.fixture(scope="module")
-async def database(pg_server_url: str) -> AsyncIterator[str]:
-    async with own_database(pg_server_url, "keelson_vanish") as url:
-        yield url
-
-
-@pytest.fixture
-async def live(database: str) -> AsyncIterator[Live]:
-    async with live_app(database) as live:
-        yield live
+database = own_database_fixture("keelson_vanish")
+live = live_fixture()
 
 
 async def test_creating_an_item_while_the_owner_is_deleted_is_401(live: Live) -> None:
