@@ -30,7 +30,7 @@ from tests.support.clients import asgi_client, http_client
 from tests.support.faults import CommitCutter, blackhole
 from tests.support.metrics import Scrape
 from tests.support.metrics import scrape as scrape  # the fixture, for this module
-from tests.support.postgres import asyncpg_dsn
+from tests.support.postgres import asyncpg_dsn, wait_until_waiting_on_a_lock
 from tests.support.processes import base_env, free_port, keelson, run_keelson, wait_ready
 
 FAST_ARGON2 = {"ARGON2_MEMORY_KIB": "1024", "ARGON2_TIME_COST": "1", "ARGON2_PARALLELISM": "1"}
@@ -335,7 +335,7 @@ async def _abandon_a_request_waiting_on_a_lock(
             + body
         )
         await writer.drain()
-        await _wait_until_a_request_waits_on_a_lock(watcher)  # it is inside the server now
+        await wait_until_waiting_on_a_lock(watcher)  # it is inside the server now
         writer.close()
         await writer.wait_closed()
         await transaction.rollback()  # the server's request can now finish (for nobody)
@@ -363,19 +363,6 @@ async def _abandon_a_request_waiting_on_a_lock(
         # so the abandoned PATCH ran to the end once the lock was released and committed.
         stored = await locker.fetchval("SELECT full_name FROM users WHERE id = $1", committed_user)
         assert stored == "Abandoned"
-
-
-async def _wait_until_a_request_waits_on_a_lock(watcher: asyncpg.Connection) -> None:
-    """`watcher` must be outside a transaction: pg_stat_activity is read once per transaction."""
-    async with asyncio.timeout(10):
-        while True:
-            waiting = await watcher.fetchval(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE application_name = 'keelson' AND wait_event_type = 'Lock'"
-            )
-            if waiting:
-                return
-            await asyncio.sleep(0.02)
 
 
 # --- a database that answers nothing, a COMMIT cut on the wire ---------------------------

@@ -18,7 +18,12 @@ import httpx
 import pytest
 
 from tests.support.clients import http_client
-from tests.support.postgres import asyncpg_dsn, create_database, drop_database
+from tests.support.postgres import (
+    asyncpg_dsn,
+    create_database,
+    drop_database,
+    wait_until_waiting_on_a_lock,
+)
 from tests.support.processes import (
     OutputWatcher,
     base_env,
@@ -40,23 +45,6 @@ async def fresh_database(pg_server_url: str) -> AsyncIterator[str]:
     url = await create_database(pg_server_url, "keelson_shutdown")
     yield url
     await drop_database(pg_server_url, url)
-
-
-async def wait_until_waiting_on_a_lock(watcher: asyncpg.Connection, timeout_s: float = 10) -> None:
-    """Return once one of the service's backends waits on a lock (the held request).
-
-    `watcher` must be outside a transaction: PostgreSQL reads pg_stat_activity once per
-    transaction, so a poll from the lock holder's own transaction would see a frozen view.
-    """
-    async with asyncio.timeout(timeout_s):
-        while True:
-            waiting = await watcher.fetchval(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE application_name = 'keelson' AND wait_event_type = 'Lock'"
-            )
-            if waiting:
-                return
-            await asyncio.sleep(0.02)
 
 
 async def test_sigterm_lets_in_flight_request_finish_then_exits_zero(fresh_database: str) -> None:

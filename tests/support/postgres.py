@@ -10,6 +10,7 @@ Each run then works in databases of its own, created here and dropped at the end
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
@@ -91,3 +92,20 @@ async def drop_database(server_url: str, database_url: str) -> None:
         await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await connection.close()
+
+
+async def wait_until_waiting_on_a_lock(watcher: asyncpg.Connection, timeout_s: float = 10) -> None:
+    """Return once one of the service's backends (application_name keelson) waits on a lock.
+
+    `watcher` must be outside a transaction: PostgreSQL reads pg_stat_activity once per
+    transaction, so a poll from the lock holder's own transaction would see a frozen view.
+    """
+    async with asyncio.timeout(timeout_s):
+        while True:
+            waiting = await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = 'keelson' AND wait_event_type = 'Lock'"
+            )
+            if waiting:
+                return
+            await asyncio.sleep(0.02)
