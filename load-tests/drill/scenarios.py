@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 
 from drill.cluster import ADMIN_EMAIL, ADMIN_PASSWORD, DRILL_REVISION, Cluster, Replica
-from drill.traffic import Traffic, summarize
+from drill.traffic import Traffic, stored_titles, summarize
 from service.core.migrations import expected_heads
 from tests.support.postgres import asyncpg_dsn
 
@@ -311,14 +311,7 @@ async def postgres_restart(cluster: Cluster, traffic: Traffic, down_s: float) ->
 
 async def stored_writes(cluster: Cluster, traffic: Traffic) -> dict[str, Any]:
     """Every acknowledged write stored exactly once (retries with the same key included)."""
-    connection = await asyncpg.connect(asyncpg_dsn(cluster.direct_url))
-    try:
-        rows = await connection.fetch(
-            "SELECT title, count(*) AS n FROM items WHERE title LIKE 'drill-%' GROUP BY title"
-        )
-    finally:
-        await connection.close()
-    stored = {row["title"]: row["n"] for row in rows}
+    stored = await stored_titles(asyncpg_dsn(cluster.direct_url))
     return {
         "acknowledged": len(traffic.acknowledged),
         "retried_writes": traffic.retried_writes,

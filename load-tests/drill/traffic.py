@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import httpx
 
 
@@ -124,6 +125,18 @@ class Traffic:
         self._stop.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._client.aclose()
+
+
+async def stored_titles(dsn: str) -> dict[str, int]:
+    """Title -> how many items carry it, for every item the writers stored (an asyncpg DSN)."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT title, count(*) AS n FROM items WHERE title LIKE 'drill-%' GROUP BY title"
+        )
+    finally:
+        await connection.close()
+    return {row["title"]: row["n"] for row in rows}
 
 
 def percentile(values: list[float], q: float) -> float:

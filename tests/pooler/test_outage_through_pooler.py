@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from service.embedded_postgres import EmbeddedPostgres
@@ -22,7 +21,7 @@ from tests.support.processes import free_port, run_keelson, wait_ready
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "load-tests"))
 
-from drill.traffic import Traffic
+from drill.traffic import Traffic, stored_titles
 
 pytestmark = pytest.mark.slow
 
@@ -134,14 +133,7 @@ async def test_postgres_restart_behind_pgbouncer_answers_503_then_recovers_witho
             server.wait(10)
         pgbouncer_log = bouncer.log()
 
-    connection = await asyncpg.connect(asyncpg_dsn(direct_url))
-    try:
-        rows = await connection.fetch(
-            "SELECT title, count(*) AS n FROM items WHERE title LIKE 'drill-%' GROUP BY title"
-        )
-    finally:
-        await connection.close()
-    stored = {row["title"]: row["n"] for row in rows}
+    stored = await stored_titles(asyncpg_dsn(direct_url))
 
     records = traffic.records
     failures = [r for r in records if r.status != 200]
