@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
-from sqlalchemy import Connection, pool, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import Connection, text
 
 from service.core.config import load_settings
-from service.core.migrations import MIGRATION_LOCK_KEY
+from service.core.migrations import MIGRATION_LOCK_KEY, migration_engine
 from service.core.tables import discover_models, metadata
 
 discover_models()
@@ -59,12 +58,7 @@ def _run_locked(connection: Connection) -> None:
 
 
 async def run_migrations_online() -> None:
-    engine = create_async_engine(
-        _database_url(),
-        poolclass=pool.NullPool,
-        # Unnamed statements only: correct even if the URL leads through a transaction pooler.
-        connect_args={"statement_cache_size": 0, "prepared_statement_cache_size": 0},
-    )
+    engine = migration_engine(_database_url())
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run_locked)

@@ -17,7 +17,6 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError as AlembicError
-from sqlalchemy import NullPool
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -30,6 +29,7 @@ from service.core.migrations import (
     MigrationStopped,
     alembic_config,
     is_lock_timeout,
+    migration_engine,
     set_role_defaults,
 )
 from service.core.security import PasswordHashing
@@ -93,11 +93,7 @@ def _is_downgrade(config: Config, url: str, target: str) -> bool:
         return False
 
     async def current() -> set[str]:
-        engine = create_async_engine(
-            url,
-            poolclass=NullPool,
-            connect_args={"statement_cache_size": 0, "prepared_statement_cache_size": 0},
-        )
+        engine = migration_engine(url)
         try:
             async with engine.connect() as connection:
                 heads = await connection.run_sync(

@@ -8,7 +8,7 @@ from pathlib import Path
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import NullPool, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
@@ -88,14 +88,20 @@ def role_defaults_statements(role: str, database: str, timeouts: dict[str, str])
     ]
 
 
-async def set_role_defaults(migration_url: str, role: str, timeouts: dict[str, str]) -> str:
-    """Store the session timeouts as `role`'s defaults in the migration URL's database; returns
-    that database's name. Takes effect on connections opened afterwards."""
-    engine = create_async_engine(
-        migration_url,
+def migration_engine(url: str) -> AsyncEngine:
+    """An engine for one migration-time session: no pool, and unnamed statements only, so it is
+    correct even when the URL leads through a transaction pooler (service/core/db.py says why)."""
+    return create_async_engine(
+        url,
         poolclass=NullPool,
         connect_args={"statement_cache_size": 0, "prepared_statement_cache_size": 0},
     )
+
+
+async def set_role_defaults(migration_url: str, role: str, timeouts: dict[str, str]) -> str:
+    """Store the session timeouts as `role`'s defaults in the migration URL's database; returns
+    that database's name. Takes effect on connections opened afterwards."""
+    engine = migration_engine(migration_url)
     try:
         async with engine.begin() as connection:
             database = str((await connection.execute(text("SELECT current_database()"))).scalar())
