@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -130,11 +130,22 @@ def _start_load(base_url: str, password: str, stop: Path) -> subprocess.Popen[st
     return subprocess.Popen([sys.executable, str(LOAD)], env=env, stdout=subprocess.PIPE, text=True)
 
 
-def _summary(load: subprocess.Popen[str]) -> tuple[int, dict[str, object]]:
-    output, _ = load.communicate(timeout=60)
-    last = json.loads(output.strip().splitlines()[-1])
-    assert last["event"] == "summary", output
-    return load.returncode, last
+def _run_load(
+    base_url: str, password: str, stop: Path, meanwhile: Callable[[], None]
+) -> tuple[int, dict[str, object]]:
+    """The load generator's exit code and summary line: it runs through `meanwhile`, then the
+    stop file asks it to finish (it is killed if anything on the way raises)."""
+    load = _start_load(base_url, password, stop)
+    try:
+        meanwhile()
+        stop.touch()
+        output, _ = load.communicate(timeout=60)
+        last = json.loads(output.strip().splitlines()[-1])
+        assert last["event"] == "summary", output
+        return load.returncode, last
+    finally:
+        if load.poll() is None:
+            load.kill()
 
 
 @pytest.mark.slow
@@ -142,15 +153,9 @@ def test_load_generator_counts_only_2xx_against_a_healthy_release(
     seeded_server: tuple[str, subprocess.Popen[str]], tmp_path: Path
 ) -> None:
     base_url, _ = seeded_server
-    stop = tmp_path / "stop"
-    load = _start_load(base_url, SUPERUSER_PASSWORD, stop)
-    try:
-        time.sleep(3)
-        stop.touch()
-        returncode, summary = _summary(load)
-    finally:
-        if load.poll() is None:
-            load.kill()
+    returncode, summary = _run_load(
+        base_url, SUPERUSER_PASSWORD, tmp_path / "stop", lambda: time.sleep(3)
+    )
     assert returncode == 0, summary
     assert summary["non_2xx"] == 0
     assert int(str(summary["ok"])) > 20
@@ -162,18 +167,14 @@ def test_load_generator_fails_when_the_release_stops_answering(
     seeded_server: tuple[str, subprocess.Popen[str]], tmp_path: Path
 ) -> None:
     base_url, server = seeded_server
-    stop = tmp_path / "stop"
-    load = _start_load(base_url, SUPERUSER_PASSWORD, stop)
-    try:
+
+    def outage() -> None:
         time.sleep(2)
         server.kill()  # an outage mid-run, as a broken rollout would cause
         server.wait(10)
         time.sleep(1)
-        stop.touch()
-        returncode, summary = _summary(load)
-    finally:
-        if load.poll() is None:
-            load.kill()
+
+    returncode, summary = _run_load(base_url, SUPERUSER_PASSWORD, tmp_path / "stop", outage)
     assert returncode == 1, summary
     assert int(str(summary["ok"])) > 0
     assert int(str(summary["non_2xx"])) > 0
@@ -185,15 +186,9 @@ def test_load_generator_fails_when_it_cannot_log_in(
     seeded_server: tuple[str, subprocess.Popen[str]], tmp_path: Path
 ) -> None:
     base_url, _ = seeded_server
-    stop = tmp_path / "stop"
-    load = _start_load(base_url, "not-the-password-1", stop)
-    try:
-        time.sleep(1)
-        stop.touch()
-        returncode, summary = _summary(load)
-    finally:
-        if load.poll() is None:
-            load.kill()
+    returncode, summary = _run_load(
+        base_url, "not-the-password-1", tmp_path / "stop", lambda: time.sleep(1)
+    )
     assert returncode == 1, summary
     assert summary["ok"] == 0
     assert "login-failed" in dict(summary["by_status"])  # type: ignore[call-overload]
