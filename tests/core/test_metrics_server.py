@@ -157,19 +157,27 @@ def test_keelson_serve_answers_the_api_and_metrics_on_separate_ports(database_ur
         sync_get(metrics_url, timeout=1)
 
 
+def serve_until_it_exits(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`keelson serve` that is expected to refuse to start: its exit and output (60 s bound)."""
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
 @pytest.mark.slow
 def test_keelson_serve_refuses_to_start_when_the_metrics_port_is_taken(
     database_url: str, listening_socket: int
 ) -> None:
     port = free_port()
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=base_env(DATABASE_URL=database_url, METRICS_PORT=str(listening_socket)),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
+    result = serve_until_it_exits(
+        ["--host", "127.0.0.1", "--port", str(port)],
+        base_env(DATABASE_URL=database_url, METRICS_PORT=str(listening_socket)),
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert (
@@ -183,13 +191,8 @@ def test_keelson_serve_refuses_to_start_when_the_metrics_port_is_taken(
 
 def test_keelson_serve_refuses_an_api_port_equal_to_the_metrics_port(database_url: str) -> None:
     port = free_port()
-    result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-        env=base_env(DATABASE_URL=database_url, METRICS_PORT=str(port)),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
+    result = serve_until_it_exits(
+        ["--port", str(port)], base_env(DATABASE_URL=database_url, METRICS_PORT=str(port))
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"--port {port} is also METRICS_PORT" in result.stderr
