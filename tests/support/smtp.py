@@ -124,12 +124,16 @@ class _CountingSMTP(SMTP):
 
 
 @contextlib.asynccontextmanager
-async def running_smtp_server() -> AsyncIterator[SmtpServer]:
+async def running_smtp_server(*, smtputf8: bool = False) -> AsyncIterator[SmtpServer]:
+    """smtputf8: offer SMTPUTF8, which a non-ASCII recipient needs (aiosmtplib refuses to send
+    to one otherwise, and the mail is logged as failed)."""
     handler = SmtpServer(host=LOOPBACK, port=0)
     loop = asyncio.get_running_loop()
     # hostname given explicitly: the default is socket.getfqdn(), a DNS lookup.
     server = await loop.create_server(
-        lambda: _CountingSMTP(handler, hostname="localhost", loop=loop), LOOPBACK, 0
+        lambda: _CountingSMTP(handler, hostname="localhost", loop=loop, enable_SMTPUTF8=smtputf8),
+        LOOPBACK,
+        0,
     )
     handler.port = server.sockets[0].getsockname()[1]
     try:

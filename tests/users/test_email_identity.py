@@ -4,16 +4,13 @@ behaves like any other: sign-up, login, recovery and the throttle all agree."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
-from aiosmtpd.smtp import SMTP
 
 from tests.auth.live import LOGIN, Live, live_app, own_database_fixture
 from tests.conftest import problem
-from tests.support.smtp import LOOPBACK, SmtpServer, reset_token_in
+from tests.support.smtp import SmtpServer, reset_token_in, running_smtp_server
 
 TYPED = "Élodie@example.com"
 STORED = "élodie@example.com"
@@ -28,19 +25,8 @@ database = own_database_fixture("keelson_email")
 async def smtp_server() -> AsyncIterator[SmtpServer]:
     """tests/support/smtp.py's server, with SMTPUTF8: a non-ASCII recipient needs a relay that
     offers it (aiosmtplib refuses to send otherwise, and the mail is logged as failed)."""
-    handler = SmtpServer(host=LOOPBACK, port=0)
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: SMTP(handler, hostname="localhost", loop=loop, enable_SMTPUTF8=True), LOOPBACK, 0
-    )
-    handler.port = server.sockets[0].getsockname()[1]
-    try:
-        yield handler
-    finally:
-        server.close()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
-                await server.wait_closed()
+    async with running_smtp_server(smtputf8=True) as server:
+        yield server
 
 
 @pytest.fixture
