@@ -5,7 +5,6 @@ connect arguments each pooler mode uses."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -23,15 +22,7 @@ from service.core.migrations import (
     role_defaults_statements,
 )
 from tests.conftest import make_settings
-from tests.support.postgres import asyncpg_dsn, create_database, drop_database
-
-
-@pytest.fixture
-async def database_at_0003(pg_server_url: str) -> AsyncIterator[str]:
-    url = await create_database(pg_server_url, "keelson_migr_inproc")
-    await asyncio.to_thread(command.upgrade, alembic_config(url), "0003")
-    yield url
-    await drop_database(pg_server_url, url)
+from tests.support.postgres import asyncpg_dsn
 
 
 async def _version(url: str) -> str:

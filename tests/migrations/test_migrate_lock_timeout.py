@@ -7,27 +7,16 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from alembic import command
 
-from service.core.migrations import alembic_config
-from tests.support.postgres import asyncpg_dsn, create_database, drop_database
+from tests.support.postgres import asyncpg_dsn
 from tests.support.processes import base_env
 
 pytestmark = pytest.mark.slow
 
 HEAD = "0005"  # written out, not read from the scripts: move it when a migration lands
-
-
-@pytest.fixture
-async def database_at_0003(pg_server_url: str) -> AsyncIterator[str]:
-    url = await create_database(pg_server_url, "keelson_locktimeout")
-    await asyncio.to_thread(command.upgrade, alembic_config(url), "0003")
-    yield url
-    await drop_database(pg_server_url, url)
 
 
 def _migrate(env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess[str]:
