@@ -25,15 +25,12 @@ from service.core.config import Environment, Settings, load_settings
 from service.core.db import Database
 from service.core.db_errors import install_db_error_handlers
 from service.core.docs import install_docs
-from service.core.edge import ConstantAnswer, EdgeAnsweringAPI
+from service.core.edge import ConstantAnswer, EdgeMiddleware, EdgeSettings, route_templates
 from service.core.errors import install_error_handlers
 from service.core.logging import configure_logging
 from service.core.mailer import Mailer
 from service.core.rate_limits import install_rate_limit_handler
-from service.core.request_context import RequestContextMiddleware, route_templates
-from service.core.request_limits import BodyLimitMiddleware
 from service.core.security import PasswordHashing, TokenCodec
-from service.core.security_headers import SecurityHeadersMiddleware, security_headers
 from service.core.tables import discover_models
 from service.core.telemetry import (
     build_tracer_provider,
@@ -96,7 +93,7 @@ def create_app(
     discover_models()
     metrics.BUILD_INFO.labels(__version__, settings.git_commit).set(1)
 
-    app = EdgeAnsweringAPI(
+    app = FastAPI(
         title=settings.project_name,
         version=__version__,
         openapi_url=OPENAPI_URL if settings.docs_enabled else None,
@@ -150,22 +147,25 @@ def create_app(
             "RateLimit-Policy",
         ],
     )
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_request_body_bytes)
-    # Sees every request, including the 413s and 500s produced inside.
-    app.add_middleware(RequestContextMiddleware, access_log=settings.access_log_enabled)
-    # Around everything, so even the 413s and 500s above carry the security headers.
-    hsts_max_age_s = settings.hsts_max_age_s if settings.hsts_enabled else None
+    # Outermost: every answer, the 413s and 500s it makes itself included, carries the request
+    # id and the security headers, and is counted and logged.
     app.add_middleware(
-        SecurityHeadersMiddleware, no_store_routes=NO_STORE_ROUTES, hsts_max_age_s=hsts_max_age_s
+        EdgeMiddleware,
+        settings=EdgeSettings(
+            max_body_bytes=settings.max_request_body_bytes,
+            access_log=settings.access_log_enabled,
+            hsts_max_age_s=settings.hsts_max_age_s if settings.hsts_enabled else None,
+            no_store_routes=frozenset(NO_STORE_ROUTES),
+            constant_answers=_constant_answers(),
+        ),
     )
-    app.constant_answers = _constant_answers(security_headers(hsts_max_age_s))
     return app
 
 
-def _constant_answers(headers: tuple[tuple[bytes, bytes], ...]) -> dict[str, ConstantAnswer]:
-    """The health checks, answered ahead of the stack with the bytes their routes would send."""
+def _constant_answers() -> dict[str, ConstantAnswer]:
+    """The health checks, answered at the edge with the bytes their routes would send."""
     health_check = f"{API_PREFIX}/utils/health-check/"
     return {
-        health_check: ConstantAnswer.json(health_check, b"true", headers),
-        "/healthz": ConstantAnswer.json("/healthz", b'{"status":"ok"}', headers),
+        health_check: ConstantAnswer.json(health_check, b"true"),
+        "/healthz": ConstantAnswer.json("/healthz", b'{"status":"ok"}'),
     }
