@@ -11,8 +11,10 @@ An endpoint says what it does with the database by the type it asks for:
   each committed when it ends, and holds no connection between them: for slow work in the
   middle of a request (argon2) that must not keep a pooled connection.
 
-`RequestSession` is for dependencies (CurrentUser): the request's session in the mode the
-endpoint chose, so a request uses one pooled connection, not one per dependency. The route
+`RequestSession` is for dependencies: the request's session in the mode the endpoint chose, so
+a request uses one pooled connection, not one per dependency (CurrentUser, on every
+authenticated request, reads it with `request_session(request)` instead, see
+`uses_request_session`). The route
 works the mode out once, from the endpoint's dependency tree, when the route is built.
 """
 
@@ -110,6 +112,22 @@ async def _request_session(request: Request) -> AsyncSession:
     return _holder(request).get()
 
 
+def request_session(request: Request) -> AsyncSession:
+    """The request's session, for a dependency registered with `uses_request_session`."""
+    return _holder(request).get()
+
+
+_SESSION_USERS: set[Callable[..., Any]] = set()
+
+
+def uses_request_session[D: Callable[..., Any]](dependency: D) -> D:
+    """Declares that `dependency` reads through `request_session(request)` rather than taking a
+    `RequestSession` parameter (one dependency less to solve per request: CurrentUser). For the
+    route's mode it counts as a `RequestSession`."""
+    _SESSION_USERS.add(dependency)
+    return dependency
+
+
 async def _transactions(request: Request) -> RequestTransactions:
     return RequestTransactions(request.app.state.db, _holder(request))
 
@@ -148,7 +166,8 @@ def session_mode(dependant: Dependant, where: str) -> SessionMode:
     if declared:
         return declared[0]
     # A dependency's own reads (CurrentUser on an endpoint that declares nothing) autocommit.
-    return SessionMode.READ if _request_session in calls else SessionMode.NONE
+    uses_session = _request_session in calls or not _SESSION_USERS.isdisjoint(calls)
+    return SessionMode.READ if uses_session else SessionMode.NONE
 
 
 def _is_json(content_type: str) -> bool:
