@@ -24,7 +24,7 @@ def fmt_ms(ms: float) -> str:
 def results_table(results: dict[str, Result]) -> str:
     header = (
         f"{'case':<46} {'req/s':>9} {'p50':>9} {'p99':>9} {'non-2xx':>8} {'sock err':>8}"
-        f" {'template req/s':>14} {'from':>5} {'x tmpl':>7} {'srv cpu':>8} {'cpu/req':>8}"
+        f" {'template req/s':>14} {'from':>6} {'x tmpl':>7} {'srv cpu':>8} {'cpu/req':>8}"
         f" {'db cpu':>7} {'other':>6}"
     )
     lines = [header, "-" * len(header)]
@@ -47,7 +47,7 @@ def results_table(results: dict[str, Result]) -> str:
         lines.append(
             f"{r.label[:46]:<46} {r.rps:>9,.1f} {fmt_ms(r.p50_ms):>9} {fmt_ms(r.p99_ms):>9}"
             f" {r.non_2xx:>8} {sum(r.socket_errors.values()):>8}"
-            f" {template_rps:>14} {source:>5} {ratio:>7} {srv:>8} {per_request:>8}"
+            f" {template_rps:>14} {source:>6} {ratio:>7} {srv:>8} {per_request:>8}"
             f" {db:>7} {other:>6}"
         )
     return "\n".join(lines)
