@@ -21,7 +21,9 @@ class Case:
     script: str
     auth: bool = False
     reference: Reference | None = None
-    min_rps: float | None = None  # absolute req/s target (5x the template, or its login figure)
+    # req/s target from API.md's table (5x the template, or its login figure); gates.py uses the
+    # template's same-run figure instead when --template-backend measured it
+    min_rps: float | None = None
     p99_budget_ms: float | None = None
     # "hello" / "lean": the baselines in hello_app.py / lean_app.py; "template": --template-backend
     server: str = "keelson"

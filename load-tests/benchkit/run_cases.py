@@ -7,14 +7,15 @@ import contextlib
 from dataclasses import asdict
 from typing import Any
 
+from .cases import CASES
 from .environment import Managed
-from .gates import evaluate
+from .gates import evaluate, template_figure
 from .machine import log
 from .measure import measure_cases
 from .profile import profile_report
 from .report import checks_table, results_table
 from .target import Target
-from .wrk import Load
+from .wrk import Load, Result
 
 
 def split_base_url(spec: str) -> tuple[str, str]:
@@ -64,11 +65,24 @@ def mode_cases(args: argparse.Namespace, load: Load, report: dict[str, Any]) -> 
                     "label": target.label,
                     "base_url": target.base_url,
                     "cases": {k: asdict(v) for k, v in results.items()},
+                    "template_figures": template_figures(results),
                     "checks": [asdict(c) for c in checks],
                 }
             )
             all_ok &= all(c.met for c in checks if c.gated)
     return all_ok
+
+
+def template_figures(results: dict[str, Result]) -> dict[str, dict[str, Any]]:
+    """For the report: the template's req/s each Keelson case is compared with, and its source
+    ("run": measured in this run, "table": shared/reference/API.md)."""
+    figures = {}
+    for key in results:
+        case = CASES.get(key)
+        figure = template_figure(results, key)
+        if case is not None and case.server == "keelson" and figure is not None:
+            figures[key] = {"rps": round(figure[0], 1), "from": figure[1]}
+    return figures
 
 
 def start_template(managed: Managed, args: argparse.Namespace, report: dict[str, Any]) -> Target:

@@ -230,6 +230,20 @@ def test_the_table_falls_back_to_the_reference_figure_without_a_template_run() -
     assert _row(table, "GET /api/v1/users/me")[5:8] == ["510.0", "table", "2.0x"]
 
 
+def test_the_json_report_names_the_source_of_each_template_figure() -> None:
+    run_cases = _benchkit("run_cases")
+    results = {
+        "me": _result("me"),
+        "items": _result("items"),
+        "lean-me": _result("lean-me"),
+        "template-me": _result("template-me", rps=400.0),
+    }
+    assert run_cases.template_figures(results) == {
+        "me": {"rps": 400.0, "from": "run"},
+        "items": {"rps": 194.0, "from": "table"},
+    }
+
+
 def _throughput(checks: list[Any], key: str) -> Any:
     return next(c for c in checks if c.name.startswith(f"{key}: req/s ("))
 
