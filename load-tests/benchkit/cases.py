@@ -21,9 +21,12 @@ class Case:
     script: str
     auth: bool = False
     reference: Reference | None = None
-    min_rps: float | None = None  # absolute req/s target (5x the template, or its login figure)
+    # req/s target from API.md's table (5x the template, or its login figure); gates.py uses the
+    # template's same-run figure instead when --template-backend measured it
+    min_rps: float | None = None
     p99_budget_ms: float | None = None
-    server: str = "keelson"  # "hello" / "lean": the baselines in hello_app.py / lean_app.py
+    # "hello" / "lean": the baselines in hello_app.py / lean_app.py; "template": --template-backend
+    server: str = "keelson"
 
 
 TEMPLATE_FACTOR = 5  # the issue's throughput target on every database endpoint: 5x the template
@@ -32,6 +35,7 @@ LOGIN_UNDER_LOAD = "login-under-load"
 LOGIN_UNDER_LOAD_P99_MS = 50.0
 HEALTH_VS_HELLO = 0.80
 HEALTH_PATH = "/api/v1/utils/health-check/"
+TEMPLATE_PREFIX = "template-"
 
 
 def _database_case(
@@ -58,6 +62,19 @@ def _lean(case: Case) -> Case:
         key=f"lean-{case.key}",
         label=f"lean: {case.label}",
         server="lean",
+        reference=None,
+        min_rps=None,
+        p99_budget_ms=None,
+    )
+
+
+def _template(case: Case) -> Case:
+    """The same request against the template's own backend (--template-backend), same run."""
+    return replace(
+        case,
+        key=f"{TEMPLATE_PREFIX}{case.key}",
+        label=f"template: {case.label}",
+        server="template",
         reference=None,
         min_rps=None,
         p99_budget_ms=None,
@@ -106,4 +123,20 @@ CASES: dict[str, Case] = {
         *(_lean(c) for c in _DATABASE_CASES),
     ]
 }
+# Keelson's cases the template's backend answers too: --template-backend measures each chosen one.
+TEMPLATE_COUNTERPARTS = ["health", "login", "me", "items", "create"]
+for _key in TEMPLATE_COUNTERPARTS:
+    _case = _template(CASES[_key])
+    CASES[_case.key] = _case
 DEFAULT_CASES = ["hello", "health", "login", "me", "items", "create", LOGIN_UNDER_LOAD]
+
+
+def with_template_cases(cases: list[str]) -> list[str]:
+    """The chosen cases plus the template's counterpart of each (after them, in that order), for a
+    run with --template-backend; counterparts named explicitly are not repeated."""
+    added = [
+        f"{TEMPLATE_PREFIX}{key}"
+        for key in cases
+        if key in TEMPLATE_COUNTERPARTS and f"{TEMPLATE_PREFIX}{key}" not in cases
+    ]
+    return [*cases, *added]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from .cases import CASES, DEFAULT_CASES, LOGIN_UNDER_LOAD
+from .cases import CASES, DEFAULT_CASES, LOGIN_UNDER_LOAD, TEMPLATE_PREFIX, with_template_cases
 from .machine import ROOT, log, machine_busy
 from .pool_sweep import mode_pool_sweep
 from .processes import KEELSON_CMD
@@ -18,6 +18,7 @@ from .report import new_report, write_report
 from .run_cases import mode_cases, split_base_url
 from .scale import mode_scale
 from .target import BENCH_EMAIL
+from .template import locate
 from .wrk import Load, wrk_binary
 
 USAGE = """
@@ -98,6 +99,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     servers.add_argument(
         "--dsn", help="SQL access for --base-url servers: fast seeding and cleanup"
+    )
+    servers.add_argument(
+        "--template-backend",
+        metavar="DIR",
+        help="also run the template's own backend from DIR (a clone of"
+        " fastapi/full-stack-fastapi-template, or its backend/, with a .venv) and measure its"
+        " counterpart of each chosen case (template-*) in the same run",
     )
     load = p.add_argument_group("load", "what to measure and how hard")
     load.add_argument(
@@ -209,6 +217,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(str(error))
     for spec in args.base_url:
         require_loopback(split_base_url(spec)[1])
+    template_cases = [c for c in args.cases if c.startswith(TEMPLATE_PREFIX)]
+    if args.template_backend is None:
+        if template_cases:
+            p.error(
+                f"{', '.join(template_cases)}: the template is measured only with"
+                " --template-backend DIR"
+            )
+        return args
+    if args.base_url or args.pool_sweep or args.scale:
+        p.error(
+            "--template-backend runs beside a bench-managed keelson in the cases mode:"
+            " not with --base-url, --pool-sweep or --scale"
+        )
+    try:
+        args.template_backend = locate(args.template_backend)
+    except ValueError as error:
+        p.error(str(error))
+    args.cases = with_template_cases(args.cases)
     return args
 
 

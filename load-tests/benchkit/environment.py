@@ -1,4 +1,4 @@
-"""The bench-managed environment: PostgreSQL, migrate + seed, keelson and the baselines."""
+"""The bench-managed environment: PostgreSQL, migrate + seed, keelson, baselines, the template."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from .machine import LOAD_TESTS, LOCAL, log
 from .postgres import BenchPostgres
 from .processes import Server, keelson_argv, run_keelson
 from .target import BENCH_EMAIL, Target
+from .template import DATABASE as TEMPLATE_DATABASE
+from .template import READY_PATH as TEMPLATE_READY_PATH
+from .template import TemplateCheckout, prestart, serve_argv, template_env
 
 BASELINE_SCRIPTS = {"hello": "hello_app.py", "lean": "lean_app.py"}
 
@@ -31,6 +34,7 @@ class Managed:
         self.postgres = BenchPostgres(args.pg_os_user, keep=args.keep_workdir)
         self.keelson: Server | None = None
         self.aux: Server | None = None
+        self.template: Server | None = None
         self.secret_key = secrets.token_urlsafe(48)
 
     def base_env(self) -> dict[str, str]:
@@ -119,8 +123,41 @@ class Managed:
             self.aux.stop()
             self.aux = None
 
+    def start_template(self, checkout: TemplateCheckout) -> Target:
+        """The template's backend on its own database in this cluster, prepared by its own
+        prestart steps (migrations, FIRST_SUPERUSER), as one uvicorn process; logged in."""
+        dsn = self.postgres.create_database(TEMPLATE_DATABASE)
+        # Its own key: its tokens and Keelson's must not be interchangeable by accident.
+        env = template_env(checkout, dsn, secrets.token_urlsafe(48), BENCH_EMAIL, self.password)
+        prestart(checkout, env, self.logdir)
+        port = free_port()
+        self.template = Server(
+            "template", serve_argv(checkout, port), env, port, self.logdir, cwd=checkout.backend
+        )
+        self.template.start(TEMPLATE_READY_PATH)
+        target = Target(
+            label="template",
+            base_url=self.template.base_url,
+            email=BENCH_EMAIL,
+            password=self.password,
+            dsn=dsn,
+            server=self.template,
+            postgres=self.postgres,
+            quiet_wait_s=self.args.quiet_wait,
+            retry_noisy=self.args.retry_noisy,
+            items_table="item",
+        )
+        target.login()
+        return target
+
+    def stop_template(self) -> None:
+        if self.template is not None:
+            self.template.stop()
+            self.template = None
+
     def __exit__(self, *exc: object) -> None:
         self.stop_aux()
+        self.stop_template()
         self.stop_keelson()
         cluster = self.postgres.directory
         self.postgres.stop()

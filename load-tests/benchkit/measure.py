@@ -36,7 +36,7 @@ def preflight(target: Target, base_url: str, case: Case) -> None:
     """One request that must answer 2xx, so that a 3xx redirect cannot pass as a success."""
     headers = target.auth_headers() if case.auth else {}
     url = base_url + case.path
-    if case.key == "login":
+    if case.script == "login.lua":
         response = httpx.post(
             url, data={"username": target.email, "password": target.password}, timeout=30
         )
@@ -70,7 +70,8 @@ def quiet(target: Target) -> None:
 
 def meters_for(target: Target, case: Case) -> dict[str, CpuMeter]:
     meters: dict[str, CpuMeter] = {}
-    server = target.aux if case.server != "keelson" else target.server
+    # The template is a target of its own (its server, its token); the baselines run as `aux`.
+    server = target.server if case.server in {"keelson", "template"} else target.aux
     if server is not None:
         meters["server"] = CpuMeter(server.pid)
     if target.postgres is not None and case.server != "hello":
@@ -140,7 +141,7 @@ def measure_once(target: Target, case: Case, load: Load, url: str, env: dict[str
         result.extra["server_cpu_us_per_request"] = round(
             1e6 * result.server_cpu_s / result.requests
         )
-    if case.key in {"create", "lean-create"}:
+    if case.script == "post_json.lua":  # create, lean-create, template-create: drop wrk's rows
         target.delete_bench_rows()
     return result
 
@@ -190,13 +191,24 @@ def measure_login_under_load(target: Target, load: Load, probe_connections: int)
 
 
 def measure_cases(
-    target: Target, cases: list[str], load: Load, args: argparse.Namespace, managed: Managed | None
+    target: Target,
+    cases: list[str],
+    load: Load,
+    args: argparse.Namespace,
+    managed: Managed | None,
+    template: Target | None = None,
 ) -> dict[str, Result]:
-    """Each case in turn; a baseline case starts its server only while it is measured."""
+    """Each case in turn; a baseline case starts its server only while it is measured; a template
+    case runs against `template` (the --template-backend server, with its own token)."""
     results: dict[str, Result] = {}
     for key in cases:
         if key == LOGIN_UNDER_LOAD:
             results[key] = measure_login_under_load(target, load, args.probe_connections)
+        elif CASES[key].server == "template":
+            if template is None:
+                log(f"{key} skipped: the template is measured only with --template-backend")
+                continue
+            results[key] = measure(template, CASES[key], load)
         elif CASES[key].server != "keelson":
             if managed is None:
                 log(f"{key} skipped: baselines run only next to a bench-managed keelson")

@@ -55,17 +55,24 @@ class BenchPostgres:
         )
         self.dsn = ""
         self.version = ""
+        self.admin_dsn = ""
 
     def start(self) -> None:
         try:
             url = make_url(self.embedded.start())
         except EmbeddedPostgresError as error:
             sys.exit(f"bench: PostgreSQL did not start: {error}")
-        admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self.dsn = url.set(drivername="postgresql", database=DATABASE).render_as_string(
-            hide_password=False
-        )
-        self.version = asyncio.run(_create_database(admin))
+        self.admin_dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.dsn = self.database_dsn(DATABASE)
+        self.version = asyncio.run(_create_database(self.admin_dsn, DATABASE))
+
+    def database_dsn(self, name: str) -> str:
+        return make_url(self.admin_dsn).set(database=name).render_as_string(hide_password=False)
+
+    def create_database(self, name: str) -> str:
+        """Another database in the same cluster (the template's); returns its libpq URL."""
+        asyncio.run(_create_database(self.admin_dsn, name))
+        return self.database_dsn(name)
 
     @property
     def directory(self) -> Path | None:
@@ -79,11 +86,11 @@ class BenchPostgres:
         self.embedded.stop()
 
 
-async def _create_database(admin_dsn: str) -> str:
-    """CREATE DATABASE keelson; returns the server's version for the report."""
+async def _create_database(admin_dsn: str, name: str) -> str:
+    """CREATE DATABASE `name` (a constant of the runner's); returns the server's version."""
     conn = await asyncpg.connect(admin_dsn)
     try:
-        await conn.execute(f"CREATE DATABASE {DATABASE}")
+        await conn.execute(f'CREATE DATABASE "{name}"')
         return f"PostgreSQL {await conn.fetchval('SHOW server_version')}"
     finally:
         await conn.close()

@@ -1,4 +1,4 @@
-"""Server processes the runner starts on 127.0.0.1 (keelson, the hello and lean baselines)."""
+"""Server processes the runner starts on 127.0.0.1 (keelson, the baselines, the template)."""
 
 from __future__ import annotations
 
@@ -20,12 +20,19 @@ class Server:
     """One HTTP server process on 127.0.0.1, started and stopped (by pid) by the runner."""
 
     def __init__(
-        self, name: str, argv: list[str], env: dict[str, str], port: int, logdir: Path
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        port: int,
+        logdir: Path,
+        cwd: Path = ROOT,
     ) -> None:
         self.name = name
         self.argv = argv
         self.env = env
         self.port = port
+        self.cwd = cwd
         self.logpath = logdir / f"{name}-{port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -38,7 +45,7 @@ class Server:
             self.proc = subprocess.Popen(
                 self.argv,
                 env=self.env,
-                cwd=ROOT,
+                cwd=self.cwd,
                 stdout=logfile,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

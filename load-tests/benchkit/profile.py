@@ -1,4 +1,4 @@
-"""--profile: py-spy samples keelson while wrk loads it; where the event loop's time goes."""
+"""--profile: py-spy samples the server under load (keelson, the template): where time goes."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 PROFILE_BUCKETS = [
     ("argon2", "argon2 (password hashing)"),
     ("asyncpg/", "asyncpg (driver)"),
+    ("psycopg", "psycopg (the template's driver)"),
     ("sqlalchemy/", "SQLAlchemy"),
     ("sqlmodel/", "SQLModel"),
     ("pydantic", "pydantic (validation/serialisation)"),
@@ -34,6 +35,7 @@ PROFILE_BUCKETS = [
     ("json/", "stdlib json"),
     ("email_validator", "email-validator"),
     ("service/", "service/ (Keelson code)"),
+    ("backend/app/", "app/ (the template's code)"),
     ("asyncio/", "asyncio"),
     ("anyio/", "anyio (threadpool)"),
 ]
@@ -43,7 +45,9 @@ SAMPLE_RATE_HZ = 200
 def start_profiler(
     target: Target, case: Case, seconds: float
 ) -> tuple[subprocess.Popen[bytes], Path] | None:
-    if target.profile_dir is None or target.server is None or case.server != "keelson":
+    if target.profile_dir is None or target.server is None:
+        return None
+    if case.server not in {"keelson", "template"}:
         return None
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(pyspy).exists():

@@ -7,14 +7,15 @@ import contextlib
 from dataclasses import asdict
 from typing import Any
 
+from .cases import CASES
 from .environment import Managed
-from .gates import evaluate
+from .gates import evaluate, template_figure
 from .machine import log
 from .measure import measure_cases
 from .profile import profile_report
 from .report import checks_table, results_table
 from .target import Target
-from .wrk import Load
+from .wrk import Load, Result
 
 
 def split_base_url(spec: str) -> tuple[str, str]:
@@ -29,6 +30,7 @@ def mode_cases(args: argparse.Namespace, load: Load, report: dict[str, Any]) -> 
     cases = args.cases
     all_ok = True
     targets: list[tuple[Target, Managed | None]] = []
+    template: Target | None = None
     with contextlib.ExitStack() as stack:
         if args.base_url:
             for spec in args.base_url:
@@ -42,13 +44,15 @@ def mode_cases(args: argparse.Namespace, load: Load, report: dict[str, Any]) -> 
             managed = stack.enter_context(Managed(args))
             report["meta"]["postgres"] = managed.postgres.version
             targets.append((managed.start_keelson(), managed))
+            if args.template_backend is not None:
+                template = start_template(managed, args, report)
         for target, owner in targets:
             if args.profile:
                 target.profile_dir = args.profile / target.label.replace("/", "_")
             target.ensure_items(args.items)
             report["meta"].setdefault("items", {})[target.label] = args.items
             log(f"measuring {target.label} at {target.base_url} ({len(cases)} cases)")
-            results = measure_cases(target, cases, load, args, owner)
+            results = measure_cases(target, cases, load, args, owner, template)
             checks = evaluate(results, args.gate_throughput)
             print(f"\n== {target.label} ({target.base_url}), {args.items:,} items ==")
             print(results_table(results))
@@ -61,8 +65,41 @@ def mode_cases(args: argparse.Namespace, load: Load, report: dict[str, Any]) -> 
                     "label": target.label,
                     "base_url": target.base_url,
                     "cases": {k: asdict(v) for k, v in results.items()},
+                    "template_figures": template_figures(results),
                     "checks": [asdict(c) for c in checks],
                 }
             )
             all_ok &= all(c.met for c in checks if c.gated)
     return all_ok
+
+
+def template_figures(results: dict[str, Result]) -> dict[str, dict[str, Any]]:
+    """For the report: the template's req/s each Keelson case is compared with, and its source
+    ("run": measured in this run, "table": shared/reference/API.md)."""
+    figures = {}
+    for key in results:
+        case = CASES.get(key)
+        figure = template_figure(results, key)
+        if case is not None and case.server == "keelson" and figure is not None:
+            figures[key] = {"rps": round(figure[0], 1), "from": figure[1]}
+    return figures
+
+
+def start_template(managed: Managed, args: argparse.Namespace, report: dict[str, Any]) -> Target:
+    """--template-backend: its server, its superuser's token, the same number of items."""
+    checkout = args.template_backend
+    log(f"starting the template's backend from {checkout.backend} ({checkout.python})")
+    template = managed.start_template(checkout)
+    if args.profile:
+        template.profile_dir = args.profile / template.label
+    template.ensure_items(args.items)
+    report["meta"].setdefault("items", {})[template.label] = args.items
+    report["meta"]["template_backend"] = {
+        "dir": str(checkout.root),
+        "backend": str(checkout.backend),
+        "python": str(checkout.python),
+        "commit": checkout.commit(),
+        "base_url": template.base_url,
+        "items": args.items,
+    }
+    return template

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 BENCH_EMAIL = "admin@example.com"
 BENCH_DESCRIPTION = "created by wrk"  # rows the create case inserts; deleted after it
+ITEM_TABLES = {"items", "item"}  # Keelson's, the template's: the only names put into SQL text
 API_SEED_LIMIT = 50_000  # more than this through the API takes too long: seed by SQL (--dsn)
 
 
@@ -40,6 +41,11 @@ class Target:
     profile_dir: Path | None = None
     quiet_wait_s: float = 0.0
     retry_noisy: int = 0
+    items_table: str = "items"  # one of ITEM_TABLES: the template names its table "item"
+
+    def __post_init__(self) -> None:
+        if self.items_table not in ITEM_TABLES:
+            raise ValueError(f"unknown items table {self.items_table!r}")
 
     def login(self) -> None:
         response = httpx.post(
@@ -78,7 +84,7 @@ class Target:
     def ensure_items(self, wanted: int) -> None:
         """Bring the superuser's item count up to `wanted` (SQL when possible, else the API)."""
         if self.dsn:
-            asyncio.run(sql_seed_items(self.dsn, self.user_id, wanted))
+            asyncio.run(sql_seed_items(self.dsn, self.user_id, wanted, self.items_table))
             return
         have = self.item_count()
         if have >= wanted:
@@ -91,7 +97,11 @@ class Target:
     def delete_bench_rows(self) -> None:
         if self.dsn:
             asyncio.run(
-                sql_execute(self.dsn, "DELETE FROM items WHERE description = $1", BENCH_DESCRIPTION)
+                sql_execute(
+                    self.dsn,
+                    f'DELETE FROM "{self.items_table}" WHERE description = $1',  # noqa: S608
+                    BENCH_DESCRIPTION,
+                )
             )
 
 
@@ -103,26 +113,26 @@ async def sql_execute(dsn: str, query: str, *args: Any) -> None:
         await conn.close()
 
 
-async def sql_seed_items(dsn: str, owner_id: str, wanted: int) -> None:
-    """One INSERT ... SELECT generate_series: a million rows in seconds, not an API call each."""
+async def sql_seed_items(dsn: str, owner_id: str, wanted: int, table: str = "items") -> None:
+    """One INSERT ... SELECT generate_series: a million rows in seconds, not an API call each.
+    Keelson's `items` and the template's `item` have the same columns for this."""
+    if table not in ITEM_TABLES:
+        raise ValueError(f"unknown items table {table!r}")
+    count_sql = f'SELECT count(*) FROM "{table}" WHERE owner_id = $1'  # noqa: S608 - ITEM_TABLES
+    insert_sql = f"""
+        INSERT INTO "{table}" (id, title, description, owner_id, created_at)
+        SELECT gen_random_uuid(), 'item ' || g, 'seeded by bench.py', $1,
+               now() - make_interval(secs => g + $3)
+        FROM generate_series(1, $2::int) AS g
+    """  # noqa: S608 - ITEM_TABLES
     conn = await asyncpg.connect(dsn)
     try:
-        have = await conn.fetchval("SELECT count(*) FROM items WHERE owner_id = $1", owner_id)
+        have = await conn.fetchval(count_sql, owner_id)
         missing = wanted - have
         if missing > 0:
             started = time.monotonic()
-            await conn.execute(
-                """
-                INSERT INTO items (id, title, description, owner_id, created_at)
-                SELECT gen_random_uuid(), 'item ' || g, 'seeded by bench.py', $1,
-                       now() - make_interval(secs => g + $3)
-                FROM generate_series(1, $2::int) AS g
-                """,
-                owner_id,
-                missing,
-                float(have),
-            )
-            await conn.execute("VACUUM (ANALYZE) items")
+            await conn.execute(insert_sql, owner_id, missing, float(have))
+            await conn.execute(f'VACUUM (ANALYZE) "{table}"')
             log(f"seeded {missing:,} items by SQL in {time.monotonic() - started:.1f}s")
     finally:
         await conn.close()

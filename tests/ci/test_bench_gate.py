@@ -188,7 +188,7 @@ def test_throughput_targets_gate_only_when_asked(gates: ModuleType) -> None:
     slow = {"create": _result("create", rps=1_000.0)}
     assert _missed(gates.evaluate(slow, gate_throughput=False)) == set()
     assert _missed(gates.evaluate(slow, gate_throughput=True)) == {
-        "create: req/s (5x the template)"
+        "create: req/s (5x the template, its table figure)"
     }
 
 
