@@ -13,17 +13,25 @@ from datetime import datetime
 import asyncpg
 import pytest
 from fastapi import FastAPI, HTTPException
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.core import statements
 from service.core.db import Database
 from service.core.errors import install_error_handlers
 from service.core.routing import ReadSession, WriteSession, api_router
 from service.core.statements import Statement
+from service.core.telemetry import uninstrument_database
+from service.items import repository as items_repository
 from service.main import create_app
+from service.users import repository as users_repository
 from service.users.models import User
-from tests.conftest import bearer, make_settings, problem
+from tests.conftest import _savepoint_sessions, bearer, make_settings, problem
 from tests.support.clients import asgi_client
 from tests.support.postgres import asyncpg_dsn
 
@@ -40,7 +48,8 @@ async def _driver_stamp(session: ReadSession | WriteSession) -> datetime:
 
 
 async def _orm_stamp(session: ReadSession | WriteSession) -> datetime:
-    result = await session.execute(text("SELECT transaction_timestamp()"))
+    connection = await session.connection()  # SQLAlchemy's own execution path
+    result = await connection.execute(text("SELECT transaction_timestamp()"))
     stamp: datetime = result.scalar_one()
     return stamp
 
@@ -55,7 +64,8 @@ def _statements_app(database: Database) -> FastAPI:
 
     @router.post("/setup")
     async def setup(session: WriteSession) -> None:
-        await session.execute(text("CREATE TEMP TABLE IF NOT EXISTS t (x int)"))
+        connection = await session.connection()
+        await connection.execute(text("CREATE TEMP TABLE IF NOT EXISTS t (x int)"))
 
     @router.post("/driver-then-orm")
     async def driver_then_orm(session: WriteSession) -> list[bool]:
@@ -341,3 +351,52 @@ async def test_a_value_the_driver_cannot_encode_is_not_echoed_in_the_error(
         await statements.fetch(session, Statement("SELECT $1::uuid", ("value",)), value=secret)
     assert "query argument $1" in str(malformed.value)
     assert secret not in str(malformed.value)
+
+
+# -- tracing -----------------------------------------------------------------------------------
+
+
+async def test_each_statement_is_a_client_span_of_the_request_with_its_sql_and_no_value(
+    database_url: str, engine: AsyncEngine, connection: AsyncConnection, user: User
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    database = Database(engine=engine, sessionmaker=_savepoint_sessions(connection))
+    app = create_app(make_settings(database_url), database=database, tracer_provider=provider)
+    try:
+        async with asgi_client(app) as client:
+            created = await client.post(
+                "/api/v1/items/", headers=bearer(app, user), json={"title": "traced-title-value"}
+            )
+    finally:
+        uninstrument_database()
+    assert created.status_code == 200
+
+    spans = exporter.get_finished_spans()
+    [server] = [s for s in spans if s.name == "POST /api/v1/items/"]
+    ours = {
+        items_repository._INSERT.sql: "INSERT",
+        users_repository._USER_RECORD.sql: "SELECT",
+    }
+    statement_spans = [
+        s for s in spans if s.attributes and s.attributes.get("db.statement") in ours
+    ]
+    assert len(statement_spans) == 2, [(s.name, s.attributes) for s in spans]
+    database_name = engine.url.database
+    for span in statement_spans:
+        assert span.attributes is not None
+        assert span.name == f"{ours[str(span.attributes['db.statement'])]} {database_name}"
+        assert span.kind is SpanKind.CLIENT
+        assert span.attributes["db.system"] == "postgresql"
+        assert span.context is not None
+        assert server.context is not None
+        assert span.context.trace_id == server.context.trace_id
+        assert span.parent is not None
+        assert "traced-title-value" not in str(span.attributes)
+        assert str(user.id) not in str(span.attributes)
+
+
+def test_without_a_tracer_provider_statements_make_no_span(app: FastAPI) -> None:
+    assert app.state.tracer_provider is None
+    assert statements._tracer is None
