@@ -274,7 +274,48 @@ async def _until_gone(connection: asyncpg.Connection, pid: int) -> None:
         if pid not in await _keelson_backends(connection):
             return
         await asyncio.sleep(0.02)
-    pytest.fail(f"backend {pid} still there after pg_terminate_backend")
+    pytest.fail(f"backend {pid} still connected")
+
+
+async def test_a_statement_cancelled_midway_invalidates_its_connection(database_url: str) -> None:
+    """Cancelled while the server runs it, the connection's state is unknown: as SQLAlchemy
+    does, it is invalidated (the backend goes) and the pool lends a new one."""
+    database = Database.from_settings(make_settings(database_url, db_pool_size=1))
+    watcher = await asyncpg.connect(asyncpg_dsn(database_url))
+    started = asyncio.Event()
+    backend: list[int] = []
+
+    async def slow_read() -> None:
+        async with database.sessions(writes=False)() as session:
+            backend.append(await _pid(session))
+            started.set()
+            await statements.fetch(session, Statement("SELECT pg_sleep(30)", ()))
+
+    try:
+        task = asyncio.create_task(slow_read())
+        await started.wait()
+        await _until_running(watcher, backend[0], "SELECT pg_sleep(30)")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        await _until_gone(watcher, backend[0])
+        async with database.sessions(writes=False)() as session:
+            assert await _pid(session) != backend[0]
+    finally:
+        await watcher.close()
+        await database.dispose()
+
+
+async def _until_running(connection: asyncpg.Connection, pid: int, query: str) -> None:
+    for _ in range(100):
+        running = await connection.fetchval(
+            "SELECT query FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", pid
+        )
+        if running == query:
+            return
+        await asyncio.sleep(0.02)
+    pytest.fail(f"backend {pid} never ran {query!r}")
 
 
 async def test_a_disconnect_on_the_driver_invalidates_the_connection_and_the_pool_generation(
