@@ -179,6 +179,9 @@ def _span(tracer: Tracer, held: _Held, statement: Statement) -> Any:
 
 
 async def _run(held: _Held, statement: Statement, call: Any, args: tuple[Any, ...]) -> Any:
+    # The adapter's cursor also takes its _execute_mutex; not needed here: a session serves one
+    # task at a time (SQLAlchemy refuses concurrent use of an AsyncSession) and asyncpg refuses
+    # an overlapping operation itself ("another operation is in progress").
     adapter = held.adapter
     try:
         if adapter._transaction is None and not adapter.autocommit:
