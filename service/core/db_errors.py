@@ -2,7 +2,9 @@
 a value the database cannot store is a 400; a row the request acts for that vanished is a 401.
 
 Never a 500 with a stack trace: the client learns to come back later, the operator reads one
-warning line and the pool-timeout counter.
+warning line and the pool-timeout counter. Errors of the named statements, which run on the
+asyncpg connection, arrive here as the same DBAPIError subclasses (core/statements.py
+translates them, with `connection_invalidated` set on a disconnect).
 """
 
 from __future__ import annotations

@@ -1,21 +1,50 @@
-"""Named statements: SQLAlchemy Core built from the tables, compiled once to asyncpg's SQL.
+"""Named statements: SQLAlchemy Core built from the tables, compiled once, run on the driver.
 
 The request path's queries are written against the SQLModel tables (so a renamed column breaks
 them at import, not in production) and compiled when their module is imported: compiling a Core
 statement per request cost more than PostgreSQL's work for the query (GET /items/, POST /items/).
-They run as plain driver SQL on the session's connection, so the session's transaction, the
-pool and SQLAlchemy's translation of driver errors (core/db_errors.py) stay what they are, and
-they are unnamed statements, which a transaction-mode pooler with asyncpg's statement cache off
-(DB_POOLER=pgbouncer) accepts.
+
+They run straight on the asyncpg connection under the session's SQLAlchemy connection: looked
+up once per session, then every statement is one `await` on the driver, with no greenlet hop,
+execution context, cursor or Result per statement (SQLAlchemy's share of one autocommit user
+lookup measured ~125 us over a raw asyncpg fetchrow). Rows are asyncpg Records (index and key
+access). What SQLAlchemy did for these statements is kept here, in one place:
+
+- the transaction: a statement in a WriteSession runs inside the session's transaction. The
+  asyncpg adapter begins lazily, on the first statement it executes itself; if it has not yet,
+  the statement begins it *through the adapter* (`_start_transaction`), so the session's commit
+  or rollback (core/db.end_session) ends it and ORM statements later in the session share it. In
+  autocommit (a ReadSession) nothing begins. Inside the tests' savepoint harness the session's
+  SAVEPOINT was already sent, so the adapter is in its transaction and nothing is added.
+- errors: a driver error becomes SQLAlchemy's public `DBAPIError` (the subclass for its SQLSTATE
+  class; `orig` the driver's error; statement parameters never attached), so core/db_errors.py
+  maps it as before. A connection the error closed is invalidated, with the pool's older
+  connections (what SQLAlchemy does on a disconnect), so the pool never lends it again; an
+  interrupted statement (cancellation) invalidates the connection, as SQLAlchemy does.
+- tracing: one span per statement when core/telemetry.py installed a tracer, nothing otherwise.
+
+That relies on three private members of SQLAlchemy's asyncpg adapter and pool (`_transaction`,
+`_start_transaction`, `Pool._invalidate`): tests/core/test_pool_private_api.py fails when they
+change, under the SQLAlchemy minor pyproject.toml pins.
+
+Statements are unnamed behind a transaction-mode pooler: with DB_POOLER=pgbouncer asyncpg's own
+statement cache is off (core/db.driver_connect_args), so each statement's Parse travels with its
+Bind/Execute, and PgBouncer may put it on any server connection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+from opentelemetry.trace import SpanKind, Tracer
+from sqlalchemy import exc
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import SessionTransaction
 from sqlalchemy.sql import Executable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -35,6 +64,11 @@ class Statement:
             raise TypeError(f"statement needs {sorted(missing)}")
         return tuple(given[name] for name in self.params)
 
+    @property
+    def verb(self) -> str:
+        """The first keyword (SELECT, INSERT...): what a span is named after."""
+        return self.sql.split(None, 1)[0].upper()
+
 
 def compile_statement(statement: Executable) -> Statement:
     """Compile once, at import. Every value must be a named `bindparam` (a literal would be a
@@ -43,13 +77,186 @@ def compile_statement(statement: Executable) -> Statement:
     return Statement(sql=compiled.string, params=tuple(compiled.positiontup or ()))
 
 
-async def fetch(
-    session: AsyncSession, statement: Statement, **values: Any
-) -> Sequence[Sequence[Any]]:
-    """Every row the statement returns (none for a write without RETURNING)."""
+# -- tracing -------------------------------------------------------------------------------------
+# One tracer for the process, set while core/telemetry.py instruments the engine (as SQLAlchemy's
+# instrumentor, whose uninstrument() is process-wide too). None: tracing costs one comparison.
+_tracer: Tracer | None = None
+
+
+def trace_statements(tracer: Tracer | None) -> None:
+    global _tracer
+    _tracer = tracer
+
+
+# -- the driver connection of a session -------------------------------------------------------
+_HELD = "keelson.statements"  # the session.info key of its _Held
+
+
+@dataclass(slots=True)
+class _Held:
+    """A session's connection at each level, valid while its root transaction lasts (after a
+    commit, rollback or close the session may run on another pooled connection)."""
+
+    transaction: SessionTransaction
+    connection: AsyncConnection
+    adapter: Any  # SQLAlchemy's AsyncAdapt_asyncpg_connection
+    driver: asyncpg.Connection
+    span_attributes: dict[str, str]
+    invalidated: bool = False
+
+
+async def _held(session: AsyncSession) -> _Held:
+    sync = session.sync_session
+    held: _Held | None = sync.info.get(_HELD)
+    if held is not None and held.transaction is sync.get_transaction() and not held.invalidated:
+        return held
     connection = await session.connection()
-    result = await connection.exec_driver_sql(statement.sql, statement.values(values))
-    if not result.returns_rows:
-        return []
-    rows: Sequence[Sequence[Any]] = result.all()
+    transaction = sync.get_transaction()
+    assert transaction is not None  # connection() began it
+    raw = connection.sync_connection
+    # .connection needs a greenlet only to revalidate an invalidated connection (which raises
+    # inside a transaction anyway).
+    if raw is not None and not raw.invalidated:
+        proxied = raw.connection
+    else:
+        proxied = await connection.get_raw_connection()
+    url = connection.engine.url
+    held = _Held(
+        transaction=transaction,
+        connection=connection,
+        adapter=proxied.dbapi_connection,
+        driver=proxied.driver_connection,
+        span_attributes={"db.system": "postgresql", "db.name": url.database or ""},
+    )
+    sync.info[_HELD] = held
+    return held
+
+
+# -- running statements ----------------------------------------------------------------------
+
+
+async def fetch(session: AsyncSession, statement: Statement, **values: Any) -> list[asyncpg.Record]:
+    """Every row the statement returns."""
+    rows: list[asyncpg.Record] = await _on_driver(session, statement, values, "fetch")
     return rows
+
+
+async def fetch_one(
+    session: AsyncSession, statement: Statement, **values: Any
+) -> asyncpg.Record | None:
+    """The statement's first row, or None when it returns none."""
+    row: asyncpg.Record | None = await _on_driver(session, statement, values, "fetchrow")
+    return row
+
+
+async def execute(session: AsyncSession, statement: Statement, **values: Any) -> str:
+    """Run a statement for its effect; PostgreSQL's command tag ("DELETE 1")."""
+    tag: str = await _on_driver(session, statement, values, "execute")
+    return tag
+
+
+async def _on_driver(
+    session: AsyncSession, statement: Statement, values: Mapping[str, Any], method: str
+) -> Any:
+    """asyncpg's `method` (fetch, fetchrow, execute) with the statement and its values."""
+    held = await _held(session)
+    args = statement.values(values)
+    if _tracer is None:
+        return await _run(held, statement, getattr(held.driver, method), args)
+    with _span(_tracer, held, statement):
+        return await _run(held, statement, getattr(held.driver, method), args)
+
+
+def _span(tracer: Tracer, held: _Held, statement: Statement) -> Any:
+    # Named and described as SQLAlchemy's instrumentation did ("SELECT keelson"), never with a
+    # parameter value.
+    attributes = {**held.span_attributes, "db.statement": statement.sql}
+    return tracer.start_as_current_span(
+        f"{statement.verb} {held.span_attributes['db.name']}".rstrip(),
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+    )
+
+
+async def _run(held: _Held, statement: Statement, call: Any, args: tuple[Any, ...]) -> Any:
+    # The adapter's cursor also takes its _execute_mutex; not needed here: a session serves one
+    # task at a time (SQLAlchemy refuses concurrent use of an AsyncSession) and asyncpg refuses
+    # an overlapping operation itself ("another operation is in progress").
+    adapter = held.adapter
+    try:
+        if adapter._transaction is None and not adapter.autocommit:
+            await adapter._start_transaction()  # BEGIN, owned by the adapter: see the docstring
+        return await call(statement.sql, *args)
+    except Exception as error:
+        translated, cause = await _on_error(held, statement, error)
+        if translated is None:
+            raise
+        raise translated from cause
+    except BaseException as error:  # cancelled mid-statement: the connection's state is unknown
+        await _invalidate(held, error, whole_pool=False)
+        raise
+
+
+# asyncpg's message for an argument it could not encode names it, then quotes its value (a
+# DataError, SQLSTATE 22000, for a value of the wrong type; an InterfaceError "query argument $1:
+# ..." when a codec's own check refused it).
+_ARGUMENT = re.compile(r"(?:invalid input for )?query argument (\$\d+)")
+
+# SQLSTATE class -> the SQLAlchemy error SQLAlchemy's own translation would raise for it.
+_ERROR_CLASSES: dict[str, type[exc.DBAPIError]] = {
+    "08": exc.OperationalError,  # connection exception
+    "22": exc.DataError,
+    "23": exc.IntegrityError,
+    "42": exc.ProgrammingError,
+    "53": exc.OperationalError,  # insufficient resources
+    "57": exc.OperationalError,  # operator intervention, query_canceled (statement_timeout)
+    "XX": exc.InternalError,
+}
+
+
+async def _on_error(
+    held: _Held, statement: Statement, error: Exception
+) -> tuple[exc.DBAPIError | None, Exception | None]:
+    """The DBAPIError to raise for a driver error, and its cause (None: re-raise the error as
+    it is). Parameters are never attached (hide_parameters): they can hold password hashes or a
+    client's values."""
+    disconnected = held.driver.is_closed()
+    if disconnected:
+        await _invalidate(held, error, whole_pool=True)
+    elif isinstance(error, TimeoutError):  # an interrupted statement, as SQLAlchemy sees it
+        await _invalidate(held, error, whole_pool=False)
+    # The adapter's own errors (from a BEGIN it sent) carry the driver's SQLSTATE too.
+    adapter_errors = held.connection.dialect.loaded_dbapi
+    error_class: type[exc.DBAPIError]
+    client_errors = (
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+        adapter_errors.InterfaceError,
+    )
+    if isinstance(error, client_errors):
+        error_class = exc.InterfaceError
+    elif isinstance(error, (asyncpg.PostgresError, adapter_errors.Error)):
+        sqlstate = str(getattr(error, "sqlstate", None) or "")
+        error_class = _ERROR_CLASSES.get(sqlstate[:2], exc.DBAPIError)
+    else:
+        return None, None  # OSError and the like: core/db_errors.py maps them as raised
+    orig: Exception = error
+    argument = _ARGUMENT.match(str(error.args[0]) if error.args else "")
+    if argument is not None:  # asyncpg quotes the value it could not encode: hide it
+        orig = type(error)(f"invalid input for query argument {argument[1]} (value hidden)")
+    translated = error_class(
+        statement.sql, None, orig, hide_parameters=True, connection_invalidated=disconnected
+    )
+    return translated, (error if orig is error else None)
+
+
+async def _invalidate(held: _Held, error: BaseException, *, whole_pool: bool) -> None:
+    """The pool never lends this connection again; with whole_pool, neither any connection made
+    before it (a disconnect usually means the server restarted: they are all dead)."""
+    held.invalidated = True
+    connection = held.connection
+    if connection.invalidated or connection.sync_connection is None:
+        return
+    if whole_pool:
+        connection.sync_engine.pool._invalidate(connection.sync_connection.connection, error, False)
+    await connection.invalidate(error)

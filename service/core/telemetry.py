@@ -1,8 +1,9 @@
 """OpenTelemetry tracing: off unless OTEL_TRACES_EXPORTER names an exporter.
 
 FastAPI's native telemetry makes the request spans (name "METHOD /route/template", attribute
-http.route); SQLAlchemy's instrumentation adds one span per query. With tracing off nothing is
-installed, so a request pays nothing for it.
+http.route); SQLAlchemy's instrumentation adds one span per ORM query, and core/statements.py one
+per named statement (those run on the driver, below SQLAlchemy's events). With tracing off
+nothing is installed, so a request pays nothing for it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.typing import EventDict, WrappedLogger
 
 from service import __version__
+from service.core import statements
 from service.core.config import Settings
 
 
@@ -63,10 +65,12 @@ def instrument_database(engine: AsyncEngine, provider: TracerProvider) -> None:
         # (proven by tests/core/test_observability.py).
         skip_dep_check=True,
     )
+    statements.trace_statements(provider.get_tracer("keelson.db", __version__))
 
 
 def uninstrument_database() -> None:
     SQLAlchemyInstrumentor().uninstrument()
+    statements.trace_statements(None)
 
 
 def add_trace_ids(_: WrappedLogger, __: str, event: EventDict) -> EventDict:

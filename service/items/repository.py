@@ -1,8 +1,9 @@
-"""Queries on the items table: named statements compiled once from the table (core/statements.py).
+"""Queries on the items table: named statements compiled once from the table, run on the driver.
 
 Every query returns items as `ItemRow`, exactly what the API shows (ids as text, cast by
 PostgreSQL: orjson writes a str natively but falls back to Python for asyncpg's UUID type, 200
-times per page): no ORM objects to build, track and validate again.
+times per page), built from the asyncpg Record by column name: no ORM objects to build, track
+and validate again. (core/statements.py runs them.)
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
+import asyncpg
 from sqlalchemy import (
     BigInteger,
     DateTime,
@@ -30,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import Select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from service.core.statements import Statement, compile_statement, fetch
+from service.core.statements import Statement, compile_statement, execute, fetch, fetch_one
 from service.items.models import ALL_ITEMS_SCOPE, Item, ItemCounter, ItemRow
 
 items: Table = Item.metadata.tables["items"]
@@ -46,17 +48,15 @@ _COLUMNS = (
 _ITEM_ID = bindparam("item_id", type_=Uuid)
 
 
-def _row(row: Any) -> ItemRow:
-    return cast(
-        ItemRow,
-        {
-            "id": row[0],
-            "title": row[1],
-            "description": row[2],
-            "owner_id": row[3],
-            "created_at": row[4],
-        },
-    )
+def _row(row: asyncpg.Record) -> ItemRow:
+    item: ItemRow = {
+        "id": row["id"],
+        "title": row["title"],
+        "description": row["description"],
+        "owner_id": row["owner_id"],
+        "created_at": row["created_at"],
+    }
+    return item
 
 
 _GET = compile_statement(select(*_COLUMNS).where(items.c.id == _ITEM_ID))
@@ -66,14 +66,14 @@ _GET_FOR_UPDATE = compile_statement(
 
 
 async def get_item(session: AsyncSession, item_id: uuid.UUID) -> ItemRow | None:
-    rows = await fetch(session, _GET, item_id=item_id)
-    return _row(rows[0]) if rows else None
+    row = await fetch_one(session, _GET, item_id=item_id)
+    return None if row is None else _row(row)
 
 
 async def get_item_for_update(session: AsyncSession, item_id: uuid.UUID) -> ItemRow | None:
     """The item with its row locked (FOR UPDATE) until the transaction ends."""
-    rows = await fetch(session, _GET_FOR_UPDATE, item_id=item_id)
-    return _row(rows[0]) if rows else None
+    row = await fetch_one(session, _GET_FOR_UPDATE, item_id=item_id)
+    return None if row is None else _row(row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +98,7 @@ def _listing(*, by_owner: bool, after: bool, skip: bool) -> Statement:
     """The page is one range of ix_items_owner_id_created_at_id (ix_items_created_at_id for a
     superuser): the row comparison (created_at, id) < (after_at, after_id) costs the same at any
     depth, without a sort. An empty page carries no count: list_page then asks for it alone."""
-    query: Select[Any] = select(_TOTAL_EXPR, *_COLUMNS)
+    query: Select[Any] = select(_TOTAL_EXPR.label("total"), *_COLUMNS)
     if by_owner:
         query = query.where(items.c.owner_id == bindparam("owner_id", type_=Uuid))
     if after:
@@ -144,9 +144,10 @@ async def list_page(
         values["after_at"], values["after_id"] = after
     fetched = await fetch(session, statement, **values)
     if not fetched:  # past the end (or nothing yet): the count alone
-        [(total,)] = await fetch(session, _TOTAL, scope=scope)
-        return ListedPage(rows=[], total=int(total))
-    return ListedPage(rows=[_row(row[1:]) for row in fetched], total=int(fetched[0][0]))
+        counted = await fetch_one(session, _TOTAL, scope=scope)
+        assert counted is not None  # an aggregate always returns its row
+        return ListedPage(rows=[], total=int(counted[0]))
+    return ListedPage(rows=[_row(row) for row in fetched], total=int(fetched[0]["total"]))
 
 
 _INSERT = compile_statement(
@@ -161,7 +162,7 @@ _INSERT = compile_statement(
 
 
 async def add_item(session: AsyncSession, item: ItemRow) -> None:
-    await fetch(
+    await execute(
         session,
         _INSERT,
         new_id=item["id"],
@@ -190,12 +191,12 @@ async def save_item(
 ) -> ItemRow | None:
     columns = tuple(column for column in ("title", "description") if column in changes)
     values = {f"new_{column}": changes[column] for column in columns}
-    rows = await fetch(session, _SAVES[columns], item_id=item_id, **values)
-    return _row(rows[0]) if rows else None
+    row = await fetch_one(session, _SAVES[columns], item_id=item_id, **values)
+    return None if row is None else _row(row)
 
 
 _DELETE = compile_statement(delete(items).where(items.c.id == _ITEM_ID))
 
 
 async def delete_item(session: AsyncSession, item_id: uuid.UUID) -> None:
-    await fetch(session, _DELETE, item_id=item_id)
+    await execute(session, _DELETE, item_id=item_id)

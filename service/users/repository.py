@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from service.core.statements import compile_statement, fetch
+from service.core.statements import compile_statement, fetch_one
 from service.users.models import User, UserRecord, normalize_email
 
 EMAIL_UNIQUE_INDEX = "uq_users_email_lower"
@@ -32,7 +32,8 @@ def is_email_conflict(error: IntegrityError) -> bool:
 
 
 _users = User.metadata.tables["users"]
-# Every authenticated request runs this: compiled once, no ORM object built.
+# Every authenticated request runs this: compiled once, run on the driver connection
+# (core/statements.py), no ORM object built.
 _USER_RECORD = compile_statement(
     sa_select(
         _users.c.email,
@@ -49,10 +50,9 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
 
 
 async def get_user_record(session: AsyncSession, user_id: uuid.UUID) -> UserRecord | None:
-    rows = await fetch(session, _USER_RECORD, user_id=user_id)
-    if not rows:
+    row = await fetch_one(session, _USER_RECORD, user_id=user_id)
+    if row is None:
         return None
-    row = rows[0]
     return UserRecord(
         id=user_id,
         email=row[0],

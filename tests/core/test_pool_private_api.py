@@ -1,10 +1,13 @@
-"""core/pool.py leans on SQLAlchemy internals: these fail when the internals it overrides change.
+"""core/pool.py and core/statements.py lean on SQLAlchemy internals: these fail when they change.
 
 The fair pool replaces QueuePool's queue (`_queue_class`, a `QueueCommon`) and wraps its
-`_do_get` / `_do_return_conn`, and pings through `Pool._dialect.do_ping`. None of that is public
-API, so pyproject.toml pins SQLAlchemy to the minor it was tested on, and each assumption the
-code makes is stated here. When one fails after an upgrade, re-read the new SQLAlchemy source,
-adapt core/pool.py, then widen the pin.
+`_do_get` / `_do_return_conn`, and pings through `Pool._dialect.do_ping`. The named statements
+run on the asyncpg connection and keep the asyncpg adapter's transaction bookkeeping
+(`_transaction`, `_start_transaction`, `autocommit`) and SQLAlchemy's disconnect handling
+(`Pool._invalidate`, a closed driver connection as the disconnect test) themselves. None of that
+is public API, so pyproject.toml pins SQLAlchemy to the minor it was tested on, and each
+assumption the code makes is stated here. When one fails after an upgrade, re-read the new
+SQLAlchemy source, adapt core/pool.py or core/statements.py, then widen the pin.
 """
 
 from __future__ import annotations
@@ -16,8 +19,13 @@ from pathlib import Path
 
 import sqlalchemy
 from packaging.requirements import Requirement
-from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.dialects.postgresql.asyncpg import (
+    AsyncAdapt_asyncpg_connection,
+    AsyncAdapt_asyncpg_cursor,
+    PGDialect_asyncpg,
+)
+from sqlalchemy.engine.base import Connection
+from sqlalchemy.pool import Pool, QueuePool
 from sqlalchemy.pool import base as pool_base
 from sqlalchemy.pool import impl as pool_impl
 from sqlalchemy.util import queue as sqla_queue
@@ -92,3 +100,42 @@ def test_the_idle_ping_uses_the_dialects_do_ping() -> None:
     assert _parameters(PGDialect_asyncpg.do_ping) == ["self", "dbapi_connection"]
     assert "_dialect" in inspect.getsource(pool_base.Pool.__init__)
     assert callable(sqlalchemy.util.await_)  # HandOffQueue.get waits through it (new in 2.1)
+
+
+# -- core/statements.py ------------------------------------------------------------------------
+
+
+def test_the_adapter_begins_lazily_through_start_transaction_as_statements_does() -> None:
+    """statements._run does what the adapter's cursor does before each statement: begin through
+    `_start_transaction` when `_transaction` is None, unless the connection autocommits; the
+    adapter's commit and rollback then end that transaction."""
+    assert "_transaction" in AsyncAdapt_asyncpg_connection.__slots__
+    assert inspect.iscoroutinefunction(AsyncAdapt_asyncpg_connection._start_transaction)
+    assert _parameters(AsyncAdapt_asyncpg_connection._start_transaction) == ["self"]
+    begin = inspect.getsource(AsyncAdapt_asyncpg_connection._start_transaction)
+    assert 'if self.isolation_level == "autocommit":' in begin
+    assert "self._transaction = transaction" in begin
+    execute = inspect.getsource(AsyncAdapt_asyncpg_cursor._prepare_and_execute)
+    assert "if adapt_connection._transaction is None:" in execute
+    assert "await adapt_connection._start_transaction()" in execute
+    for ending in (AsyncAdapt_asyncpg_connection.commit, AsyncAdapt_asyncpg_connection.rollback):
+        assert "if self._transaction is not None:" in inspect.getsource(ending)
+    autocommit = AsyncAdapt_asyncpg_connection.autocommit
+    assert isinstance(autocommit, property)
+    assert autocommit.fget is not None
+    assert 'self.isolation_level == "autocommit"' in inspect.getsource(autocommit.fget)
+
+
+def test_a_disconnect_is_a_closed_driver_connection_and_invalidates_the_pool_generation() -> None:
+    """statements._on_error treats an error that left the asyncpg connection closed as a
+    disconnect and, like Connection._handle_dbapi_exception, invalidates the pool's older
+    connections through Pool._invalidate before invalidating its own."""
+    assert "connection._connection.is_closed()" in inspect.getsource(
+        PGDialect_asyncpg.is_disconnect
+    )
+    handler = inspect.getsource(Connection._handle_dbapi_exception)
+    assert "self.engine.pool._invalidate(dbapi_conn_wrapper, e)" in handler
+    assert _parameters(Pool._invalidate) == ["self", "connection", "exception", "_checkin"]
+    assert "self._invalidate_time = time.time()" in inspect.getsource(Pool._invalidate)
+    checkout = inspect.getsource(pool_base._ConnectionRecord.get_connection)
+    assert "self.__pool._invalidate_time > self.starttime" in checkout

@@ -1,0 +1,443 @@
+"""Named statements on the asyncpg connection, against real PostgreSQL: they run in the session's
+transaction (begun through SQLAlchemy's adapter when they come first), autocommit in a read
+session, and their driver errors keep their HTTP answers (504, 503 with the broken connection
+never lent again) without a statement parameter in any error."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import asyncpg
+import pytest
+from fastapi import FastAPI, HTTPException
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from sqlalchemy import text
+from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from service.core import statements
+from service.core.db import Database
+from service.core.errors import install_error_handlers
+from service.core.routing import ReadSession, WriteSession, api_router
+from service.core.statements import Statement
+from service.core.telemetry import uninstrument_database
+from service.items import repository as items_repository
+from service.main import create_app
+from service.users import repository as users_repository
+from service.users.models import User
+from tests.conftest import _savepoint_sessions, bearer, make_settings, problem
+from tests.support.clients import asgi_client
+from tests.support.postgres import asyncpg_dsn
+
+_NOW = Statement(sql="SELECT transaction_timestamp() AS at, pg_backend_pid() AS pid", params=())
+_SLEEP = Statement(sql="SELECT pg_sleep(0.005)", params=())
+_INSERT = Statement(sql="INSERT INTO t VALUES ($1)", params=("x",))
+
+
+async def _driver_stamp(session: ReadSession | WriteSession) -> datetime:
+    row = await statements.fetch_one(session, _NOW)
+    assert row is not None
+    stamp: datetime = row["at"]
+    return stamp
+
+
+async def _orm_stamp(session: ReadSession | WriteSession) -> datetime:
+    connection = await session.connection()  # SQLAlchemy's own execution path
+    result = await connection.execute(text("SELECT transaction_timestamp()"))
+    stamp: datetime = result.scalar_one()
+    return stamp
+
+
+def _statements_app(database: Database) -> FastAPI:
+    """Endpoints mixing driver and ORM statements over a one-connection pool (the TEMP table
+    stays visible)."""
+    app = FastAPI()
+    install_error_handlers(app)
+    app.state.db = database
+    router = api_router()
+
+    @router.post("/setup")
+    async def setup(session: WriteSession) -> None:
+        connection = await session.connection()
+        await connection.execute(text("CREATE TEMP TABLE IF NOT EXISTS t (x int)"))
+
+    @router.post("/driver-then-orm")
+    async def driver_then_orm(session: WriteSession) -> list[bool]:
+        first = await _driver_stamp(session)
+        driver = await _driver_connection(session)
+        began = driver.is_in_transaction()  # the driver statement began it
+        await statements.fetch(session, _SLEEP)
+        return [began, first == await _orm_stamp(session), first == await _driver_stamp(session)]
+
+    @router.post("/orm-then-driver")
+    async def orm_then_driver(session: WriteSession) -> bool:
+        first = await _orm_stamp(session)
+        await statements.fetch(session, _SLEEP)
+        return first == await _driver_stamp(session)
+
+    @router.get("/read")
+    async def read(session: ReadSession) -> list[bool]:
+        first = await _driver_stamp(session)
+        began = (await _driver_connection(session)).is_in_transaction()
+        await statements.fetch(session, _SLEEP)
+        return [began, first == await _driver_stamp(session)]
+
+    @router.post("/insert/{x}")
+    async def insert(session: WriteSession, x: int, fail: bool = False) -> str:
+        tag = await statements.execute(session, _INSERT, x=x)
+        if fail:
+            raise HTTPException(409, "refused after writing")
+        return tag
+
+    @router.get("/rows")
+    async def rows(session: ReadSession) -> list[int]:
+        found = await statements.fetch(session, Statement("SELECT x FROM t ORDER BY x", ()))
+        return [row["x"] for row in found]
+
+    app.include_router(router)
+    return app
+
+
+async def _driver_connection(session: ReadSession | WriteSession) -> asyncpg.Connection:
+    raw = await (await session.connection()).get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    return driver
+
+
+@pytest.fixture
+async def one_connection(database_url: str) -> AsyncIterator[Database]:
+    database = Database.from_settings(make_settings(database_url, db_pool_size=1))
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+async def test_a_driver_statement_first_in_a_write_session_begins_the_transaction_all_share(
+    one_connection: Database,
+) -> None:
+    async with asgi_client(_statements_app(one_connection), base_url="http://t") as client:
+        response = await client.post("/driver-then-orm")
+    assert response.status_code == 200
+    assert response.json() == [True, True, True]
+
+
+async def test_a_driver_statement_after_an_orm_one_joins_its_transaction(
+    one_connection: Database,
+) -> None:
+    async with asgi_client(_statements_app(one_connection), base_url="http://t") as client:
+        response = await client.post("/orm-then-driver")
+    assert response.status_code == 200
+    assert response.json() is True
+
+
+async def test_driver_statements_in_a_read_session_begin_nothing(one_connection: Database) -> None:
+    async with asgi_client(_statements_app(one_connection), base_url="http://t") as client:
+        response = await client.get("/read")
+    assert response.status_code == 200
+    assert response.json() == [False, False]  # no transaction: each statement is its own
+
+
+async def test_a_driver_write_is_committed_by_end_session_and_rolled_back_when_the_endpoint_fails(
+    one_connection: Database,
+) -> None:
+    async with asgi_client(_statements_app(one_connection), base_url="http://t") as client:
+        assert (await client.post("/setup")).status_code == 200
+        kept = await client.post("/insert/1")
+        assert kept.status_code == 200
+        assert kept.json() == "INSERT 0 1"
+        assert (await client.post("/insert/2", params={"fail": True})).status_code == 409
+        assert (await client.get("/rows")).json() == [1]
+    assert one_connection.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    async with one_connection.engine.connect() as connection:  # nothing left open on it
+        pid_row = await connection.exec_driver_sql("SELECT count(*) FROM t")
+        assert pid_row.scalar_one() == 1
+
+
+# -- errors on the driver path -----------------------------------------------------------------
+
+
+@pytest.fixture
+async def committed_owner(database_url: str) -> AsyncIterator[uuid.UUID]:
+    """A user committed for real, deleted (with its items) afterwards."""
+    user_id = uuid.uuid4()
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await connection.execute(
+            "INSERT INTO users (id, email, hashed_password, is_active, is_superuser, full_name)"
+            " VALUES ($1, $2, 'x', true, false, 'Owner')",
+            user_id,
+            f"{user_id.hex}@example.com",
+        )
+        yield user_id
+    finally:
+        await connection.execute("DELETE FROM users WHERE id = $1", user_id)
+        await connection.close()
+
+
+async def test_an_update_stuck_behind_a_row_lock_is_504_and_changes_nothing(
+    database_url: str, committed_owner: uuid.UUID
+) -> None:
+    """get_item_for_update (SELECT ... FOR UPDATE on the driver) waits on a lock a second
+    connection holds until statement_timeout (57014) cancels it."""
+    settings = make_settings(database_url, db_statement_timeout_ms=300)
+    database = Database.from_settings(settings)
+    app = create_app(settings, database=database)
+    headers = bearer(app, User(id=committed_owner, email="o@example.com", hashed_password="-"))
+    locker = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        async with asgi_client(app) as client:
+            created = await client.post("/api/v1/items/", headers=headers, json={"title": "old"})
+            assert created.status_code == 200
+            item_id = created.json()["id"]
+            lock = locker.transaction()
+            await lock.start()
+            await locker.execute("SELECT 1 FROM items WHERE id = $1 FOR UPDATE", uuid.UUID(item_id))
+            response = await client.put(
+                f"/api/v1/items/{item_id}", headers=headers, json={"title": "new"}
+            )
+            await lock.rollback()
+            body = problem(response, 504)
+            assert body["detail"] == "The database did not answer in time"
+            assert response.headers["retry-after"] == "2"
+            title = await locker.fetchval(
+                "SELECT title FROM items WHERE id = $1", uuid.UUID(item_id)
+            )
+            assert title == "old"
+            assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+            after = await client.put(
+                f"/api/v1/items/{item_id}", headers=headers, json={"title": "new"}
+            )
+            assert after.status_code == 200
+            assert after.json()["title"] == "new"
+    finally:
+        await locker.close()
+        await database.dispose()
+
+
+async def test_a_pooled_connection_terminated_by_the_server_is_503_then_replaced(
+    database_url: str, committed_owner: uuid.UUID
+) -> None:
+    """The pool holds one connection, fresh enough to be lent without a ping; the server ends
+    its backend. The user lookup on it fails: 503 and the connection invalidated, so the next
+    request runs on a new backend."""
+    settings = make_settings(database_url, db_pool_size=1, db_max_overflow=0)
+    database = Database.from_settings(settings)
+    app = create_app(settings, database=database)
+    headers = bearer(app, User(id=committed_owner, email="o@example.com", hashed_password="-"))
+    killer = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        async with asgi_client(app) as client:
+            assert (await client.get("/api/v1/users/me", headers=headers)).status_code == 200
+            first_pid = await _pooled_pid(database)
+            assert await killer.fetchval("SELECT pg_terminate_backend($1)", first_pid) is True
+            await _until_gone(killer, first_pid)
+
+            failed = await client.get("/api/v1/users/me", headers=headers)
+            body = problem(failed, 503)
+            assert body["detail"] == "The database is unavailable; retry shortly"
+            assert failed.headers["retry-after"] == "2"
+            assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+            recovered = await client.get("/api/v1/users/me", headers=headers)
+            assert recovered.status_code == 200
+            assert recovered.json()["id"] == str(committed_owner)
+            assert await _pooled_pid(database) != first_pid
+    finally:
+        await killer.close()
+        await database.dispose()
+
+
+async def _pooled_pid(database: Database) -> int:
+    """The backend of the one pooled connection (pool_size=1: the one requests use)."""
+    async with database.engine.connect() as connection:
+        pid: int = (await connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+    return pid
+
+
+async def _keelson_backends(connection: asyncpg.Connection) -> list[int]:
+    rows = await connection.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'keelson'"
+        " AND datname = current_database()"
+    )
+    return [row["pid"] for row in rows]
+
+
+async def _until_gone(connection: asyncpg.Connection, pid: int) -> None:
+    for _ in range(100):
+        if pid not in await _keelson_backends(connection):
+            return
+        await asyncio.sleep(0.02)
+    pytest.fail(f"backend {pid} still connected")
+
+
+async def test_a_statement_cancelled_midway_invalidates_its_connection(database_url: str) -> None:
+    """Cancelled while the server runs it, the connection's state is unknown: as SQLAlchemy
+    does, it is invalidated (the backend goes) and the pool lends a new one."""
+    database = Database.from_settings(make_settings(database_url, db_pool_size=1))
+    watcher = await asyncpg.connect(asyncpg_dsn(database_url))
+    started = asyncio.Event()
+    backend: list[int] = []
+
+    async def slow_read() -> None:
+        async with database.sessions(writes=False)() as session:
+            backend.append(await _pid(session))
+            started.set()
+            await statements.fetch(session, Statement("SELECT pg_sleep(30)", ()))
+
+    try:
+        task = asyncio.create_task(slow_read())
+        await started.wait()
+        await _until_running(watcher, backend[0], "SELECT pg_sleep(30)")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        await _until_gone(watcher, backend[0])
+        async with database.sessions(writes=False)() as session:
+            assert await _pid(session) != backend[0]
+    finally:
+        await watcher.close()
+        await database.dispose()
+
+
+async def _until_running(connection: asyncpg.Connection, pid: int, query: str) -> None:
+    for _ in range(100):
+        running = await connection.fetchval(
+            "SELECT query FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", pid
+        )
+        if running == query:
+            return
+        await asyncio.sleep(0.02)
+    pytest.fail(f"backend {pid} never ran {query!r}")
+
+
+async def test_a_disconnect_on_the_driver_invalidates_the_connection_and_the_pool_generation(
+    database_url: str,
+) -> None:
+    """What SQLAlchemy does on a disconnect: the error says so (connection_invalidated) and every
+    connection made before it is recycled rather than lent (after a restart they are all dead)."""
+    database = Database.from_settings(make_settings(database_url, db_pool_size=2))
+    killer = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        first, second = database.sessions(writes=False)(), database.sessions(writes=False)()
+        pids = [await _pid(first), await _pid(second)]
+        await first.close()  # back in the pool in this order: first is lent next
+        await second.close()
+        assert await killer.fetchval("SELECT pg_terminate_backend($1)", pids[0]) is True
+        await _until_gone(killer, pids[0])
+
+        async with database.sessions(writes=False)() as session:
+            with pytest.raises(DBAPIError) as failure:
+                await statements.fetch_one(session, _NOW)
+        assert failure.value.connection_invalidated
+        assert failure.value.params is None
+
+        async with database.sessions(writes=False)() as session:
+            fresh = await _pid(session)  # not the second one: its generation was invalidated
+        assert fresh not in pids
+        await _until_gone(killer, pids[1])  # closed, not just set aside
+    finally:
+        await killer.close()
+        await database.dispose()
+
+
+async def _pid(session: ReadSession) -> int:
+    row = await statements.fetch_one(session, _NOW)
+    assert row is not None
+    pid: int = row["pid"]
+    return pid
+
+
+async def test_a_value_the_database_refuses_raises_a_data_error_without_the_value(
+    session: ReadSession,
+) -> None:
+    secret = "parameter-that-must-not-leak"
+    with pytest.raises(DataError) as refused:  # SQLSTATE 22021: class 22, answered 400
+        await statements.fetch(
+            session, Statement("SELECT $1::text", ("value",)), value=f"{secret}\x00"
+        )
+    assert refused.value.orig is not None
+    assert getattr(refused.value.orig, "sqlstate", None) == "22021"
+    assert refused.value.params is None
+    assert refused.value.hide_parameters
+    assert secret not in str(refused.value)
+
+
+async def test_a_value_the_driver_cannot_encode_is_not_echoed_in_the_error(
+    session: ReadSession,
+) -> None:
+    """asyncpg's own message quotes the argument ("invalid input for query argument $1:
+    '...'"): the error keeps which argument, not its value, nor the driver's error as cause.
+    asyncpg raises it as its DataError (SQLSTATE 22000), answered 400 like a value PostgreSQL
+    refuses."""
+    secret = "parameter-that-must-not-leak"
+    with pytest.raises(DBAPIError) as refused:
+        await statements.fetch(session, Statement("SELECT $1::int", ("value",)), value=secret)
+    assert secret not in str(refused.value)
+    assert secret not in str(refused.value.orig)
+    assert "query argument $1" in str(refused.value)
+    assert refused.value.__cause__ is None
+    assert refused.value.__suppress_context__
+    assert isinstance(refused.value, DataError)
+    assert getattr(refused.value.orig, "sqlstate", None) == "22000"
+
+    with pytest.raises(DataError) as malformed:  # not a UUID: the same, through its codec
+        await statements.fetch(session, Statement("SELECT $1::uuid", ("value",)), value=secret)
+    assert "query argument $1" in str(malformed.value)
+    assert secret not in str(malformed.value)
+
+
+# -- tracing -----------------------------------------------------------------------------------
+
+
+async def test_each_statement_is_a_client_span_of_the_request_with_its_sql_and_no_value(
+    database_url: str, engine: AsyncEngine, connection: AsyncConnection, user: User
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    database = Database(engine=engine, sessionmaker=_savepoint_sessions(connection))
+    app = create_app(make_settings(database_url), database=database, tracer_provider=provider)
+    try:
+        async with asgi_client(app) as client:
+            created = await client.post(
+                "/api/v1/items/", headers=bearer(app, user), json={"title": "traced-title-value"}
+            )
+    finally:
+        uninstrument_database()
+    assert created.status_code == 200
+
+    spans = exporter.get_finished_spans()
+    [server] = [s for s in spans if s.name == "POST /api/v1/items/"]
+    ours = {
+        items_repository._INSERT.sql: "INSERT",
+        users_repository._USER_RECORD.sql: "SELECT",
+    }
+    statement_spans = [
+        s for s in spans if s.attributes and s.attributes.get("db.statement") in ours
+    ]
+    assert len(statement_spans) == 2, [(s.name, s.attributes) for s in spans]
+    database_name = engine.url.database
+    for span in statement_spans:
+        assert span.attributes is not None
+        assert span.name == f"{ours[str(span.attributes['db.statement'])]} {database_name}"
+        assert span.kind is SpanKind.CLIENT
+        assert span.attributes["db.system"] == "postgresql"
+        assert span.context is not None
+        assert server.context is not None
+        assert span.context.trace_id == server.context.trace_id
+        assert span.parent is not None
+        assert "traced-title-value" not in str(span.attributes)
+        assert str(user.id) not in str(span.attributes)
+
+
+def test_without_a_tracer_provider_statements_make_no_span(app: FastAPI) -> None:
+    assert app.state.tracer_provider is None
+    assert statements._tracer is None
