@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from service.core.config import Settings
 from service.core.errors import DomainError
 from service.core.pool import HandOffQueuePool, pinging_pool
+from service.core.statements import LENT_PER_STATEMENT
 
 # A connection back in the pool for less than this is lent without a ping. Under load connections
 # come back within milliseconds, and a ping is three round trips (BEGIN; SELECT; ROLLBACK) on
@@ -98,7 +99,9 @@ class Database:
             engine=engine,
             sessionmaker=session_factory(engine),
             read_sessionmaker=session_factory(
-                engine.execution_options(isolation_level="AUTOCOMMIT")
+                engine.execution_options(isolation_level="AUTOCOMMIT"),
+                # core/statements.py: its statements borrow a pooled connection each
+                info={LENT_PER_STATEMENT: True},
             ),
         )
 
@@ -132,9 +135,11 @@ class Database:
         await self.engine.dispose()
 
 
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+def session_factory(
+    engine: AsyncEngine, info: dict[str, Any] | None = None
+) -> async_sessionmaker[AsyncSession]:
     # expire_on_commit=False: objects stay readable after commit, so responses never lazy-load.
-    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False, info=info)
 
 
 async def end_session(

@@ -22,6 +22,8 @@ access). What SQLAlchemy did for these statements is kept here, in one place:
   connections (what SQLAlchemy does on a disconnect), so the pool never lends it again; an
   interrupted statement (cancellation) invalidates the connection, as SQLAlchemy does.
 - tracing: one span per statement when core/telemetry.py installed a tracer, nothing otherwise.
+- in a ReadSession that holds no connection, a statement borrows one from the pool for itself
+  and returns it as soon as it is done (`LENT_PER_STATEMENT` below).
 
 That relies on three private members of SQLAlchemy's asyncpg adapter and pool (`_transaction`,
 `_start_transaction`, `Pool._invalidate`): tests/core/test_pool_private_api.py fails when they
@@ -43,9 +45,11 @@ import asyncpg
 from opentelemetry.trace import SpanKind, Tracer
 from sqlalchemy import exc
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import SessionTransaction
 from sqlalchemy.sql import Executable
+from sqlalchemy.util import greenlet_spawn
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
@@ -89,6 +93,13 @@ def trace_statements(tracer: Tracer | None) -> None:
 
 
 # -- the driver connection of a session -------------------------------------------------------
+# The session.info key core/db.py sets on autocommit (ReadSession) sessions. Such a session's
+# statements each borrow a pooled connection for themselves and give it back at once, unless the
+# session already holds one (the ORM ran first: then they use that one, so a request never holds
+# two). Autocommit keeps no state between statements, so nothing is lost; what is saved is the
+# Session's transaction and Connection around the checkout (measured: a session's checkout and
+# close cost ~115 us of CPU, the pool's own checkout and return ~27 us).
+LENT_PER_STATEMENT = "keelson.lent_per_statement"
 _HELD = "keelson.statements"  # the session.info key of its _Held
 
 
@@ -103,6 +114,59 @@ class _Held:
     driver: asyncpg.Connection
     span_attributes: dict[str, str]
     invalidated: bool = False
+
+    @property
+    def dbapi(self) -> Any:
+        return self.connection.dialect.loaded_dbapi
+
+    @property
+    def begins(self) -> bool:
+        return True
+
+    async def invalidate(self, error: BaseException, *, whole_pool: bool) -> None:
+        """The pool never lends this connection again; with whole_pool, neither any connection
+        made before it (a disconnect usually means the server restarted: they are all dead)."""
+        self.invalidated = True
+        connection = self.connection
+        if connection.invalidated or connection.sync_connection is None:
+            return
+        if whole_pool:
+            connection.sync_engine.pool._invalidate(
+                connection.sync_connection.connection, error, False
+            )
+        await connection.invalidate(error)
+
+
+@dataclass(slots=True)
+class _Lent:
+    """A pooled connection lent for one autocommit statement, straight from the pool: no
+    Session transaction, no Connection object around it (see `LENT_PER_STATEMENT`)."""
+
+    pooled: Any  # SQLAlchemy's PoolProxiedConnection
+    engine: Engine
+    driver: asyncpg.Connection
+    adapter: Any
+    invalidated: bool = False
+
+    @property
+    def dbapi(self) -> Any:
+        return self.engine.dialect.loaded_dbapi
+
+    @property
+    def begins(self) -> bool:
+        return False  # autocommit: the statement is its own transaction
+
+    @property
+    def span_attributes(self) -> dict[str, str]:
+        return {"db.system": "postgresql", "db.name": self.engine.url.database or ""}
+
+    async def invalidate(self, error: BaseException, *, whole_pool: bool) -> None:
+        if self.invalidated:
+            return
+        self.invalidated = True
+        if whole_pool:
+            self.engine.pool._invalidate(self.pooled, error, False)
+        await greenlet_spawn(self.pooled.invalidate, error)
 
 
 async def _held(session: AsyncSession) -> _Held:
@@ -159,15 +223,43 @@ async def _on_driver(
     session: AsyncSession, statement: Statement, values: Mapping[str, Any], method: str
 ) -> Any:
     """asyncpg's `method` (fetch, fetchrow, execute) with the statement and its values."""
-    held = await _held(session)
     args = statement.values(values)
+    sync = session.sync_session
+    if sync.info.get(LENT_PER_STATEMENT) and sync.get_transaction() is None:
+        bind = sync.get_bind()
+        if isinstance(bind, Engine):  # always, for the sessions core/db.py marks
+            return await _on_lent_connection(bind, statement, args, method)
+    held = await _held(session)
     if _tracer is None:
         return await _run(held, statement, getattr(held.driver, method), args)
     with _span(_tracer, held, statement):
         return await _run(held, statement, getattr(held.driver, method), args)
 
 
-def _span(tracer: Tracer, held: _Held, statement: Statement) -> Any:
+async def _on_lent_connection(
+    engine: Engine, statement: Statement, args: tuple[Any, ...], method: str
+) -> Any:
+    """One autocommit statement on a connection lent by the pool and given back right after."""
+    # The pool's checkout and return are synchronous SQLAlchemy code that may wait (a full
+    # pool, a reconnect): they run in a greenlet, as everywhere in SQLAlchemy's asyncio API.
+    pooled = await greenlet_spawn(engine.pool.connect)
+    try:
+        lent = _Lent(
+            pooled=pooled,
+            engine=engine,
+            driver=pooled.driver_connection,
+            adapter=pooled.dbapi_connection,
+        )
+        call = getattr(lent.driver, method)
+        if _tracer is None:
+            return await _run(lent, statement, call, args)
+        with _span(_tracer, lent, statement):
+            return await _run(lent, statement, call, args)
+    finally:
+        await greenlet_spawn(pooled.close)
+
+
+def _span(tracer: Tracer, held: _Held | _Lent, statement: Statement) -> Any:
     # Named and described as SQLAlchemy's instrumentation did ("SELECT keelson"), never with a
     # parameter value.
     attributes = {**held.span_attributes, "db.statement": statement.sql}
@@ -178,13 +270,13 @@ def _span(tracer: Tracer, held: _Held, statement: Statement) -> Any:
     )
 
 
-async def _run(held: _Held, statement: Statement, call: Any, args: tuple[Any, ...]) -> Any:
+async def _run(held: _Held | _Lent, statement: Statement, call: Any, args: tuple[Any, ...]) -> Any:
     # The adapter's cursor also takes its _execute_mutex; not needed here: a session serves one
     # task at a time (SQLAlchemy refuses concurrent use of an AsyncSession) and asyncpg refuses
     # an overlapping operation itself ("another operation is in progress").
     adapter = held.adapter
     try:
-        if adapter._transaction is None and not adapter.autocommit:
+        if held.begins and adapter._transaction is None and not adapter.autocommit:
             await adapter._start_transaction()  # BEGIN, owned by the adapter: see the docstring
         return await call(statement.sql, *args)
     except Exception as error:
@@ -193,7 +285,7 @@ async def _run(held: _Held, statement: Statement, call: Any, args: tuple[Any, ..
             raise
         raise translated from cause
     except BaseException as error:  # cancelled mid-statement: the connection's state is unknown
-        await _invalidate(held, error, whole_pool=False)
+        await held.invalidate(error, whole_pool=False)
         raise
 
 
@@ -215,18 +307,18 @@ _ERROR_CLASSES: dict[str, type[exc.DBAPIError]] = {
 
 
 async def _on_error(
-    held: _Held, statement: Statement, error: Exception
+    held: _Held | _Lent, statement: Statement, error: Exception
 ) -> tuple[exc.DBAPIError | None, Exception | None]:
     """The DBAPIError to raise for a driver error, and its cause (None: re-raise the error as
     it is). Parameters are never attached (hide_parameters): they can hold password hashes or a
     client's values."""
     disconnected = held.driver.is_closed()
     if disconnected:
-        await _invalidate(held, error, whole_pool=True)
+        await held.invalidate(error, whole_pool=True)
     elif isinstance(error, TimeoutError):  # an interrupted statement, as SQLAlchemy sees it
-        await _invalidate(held, error, whole_pool=False)
+        await held.invalidate(error, whole_pool=False)
     # The adapter's own errors (from a BEGIN it sent) carry the driver's SQLSTATE too.
-    adapter_errors = held.connection.dialect.loaded_dbapi
+    adapter_errors = held.dbapi
     error_class: type[exc.DBAPIError]
     client_errors = (
         asyncpg.InterfaceError,
@@ -248,15 +340,3 @@ async def _on_error(
         statement.sql, None, orig, hide_parameters=True, connection_invalidated=disconnected
     )
     return translated, (error if orig is error else None)
-
-
-async def _invalidate(held: _Held, error: BaseException, *, whole_pool: bool) -> None:
-    """The pool never lends this connection again; with whole_pool, neither any connection made
-    before it (a disconnect usually means the server restarted: they are all dead)."""
-    held.invalidated = True
-    connection = held.connection
-    if connection.invalidated or connection.sync_connection is None:
-        return
-    if whole_pool:
-        connection.sync_engine.pool._invalidate(connection.sync_connection.connection, error, False)
-    await connection.invalidate(error)

@@ -327,7 +327,10 @@ async def test_a_disconnect_on_the_driver_invalidates_the_connection_and_the_poo
     killer = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         first, second = database.sessions(writes=False)(), database.sessions(writes=False)()
+        await first.connection()  # each holds its own (a read session's statements alone would
+        await second.connection()  # borrow the same one in turn)
         pids = [await _pid(first), await _pid(second)]
+        assert pids[0] != pids[1]
         await first.close()  # back in the pool in this order: first is lent next
         await second.close()
         assert await killer.fetchval("SELECT pg_terminate_backend($1)", pids[0]) is True
@@ -345,6 +348,32 @@ async def test_a_disconnect_on_the_driver_invalidates_the_connection_and_the_poo
         await _until_gone(killer, pids[1])  # closed, not just set aside
     finally:
         await killer.close()
+        await database.dispose()
+
+
+async def test_a_read_sessions_statement_gives_its_connection_back_as_soon_as_it_is_done(
+    database_url: str,
+) -> None:
+    """Autocommit keeps no state between statements, so each borrows a pooled connection for
+    itself; once the ORM holds one for the session, statements run on that one, never a second."""
+    database = Database.from_settings(make_settings(database_url, db_pool_size=2))
+    try:
+        async with database.sessions(writes=False)() as session:
+            lent = await _pid(session)
+            assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+            assert await _pid(session) == lent  # the same idle connection, lent again
+
+            connection = await session.connection()  # the ORM's: held until the session ends
+            held = (await connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+            assert database.engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+            assert await _pid(session) == held
+            assert database.engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+        assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+        async with database.sessions(writes=True)() as session:  # a write session holds its own
+            await _pid(session)
+            assert database.engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+    finally:
         await database.dispose()
 
 
