@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from alembic import command
@@ -24,7 +26,12 @@ from service.core.migrations import alembic_config
 from service.main import create_app
 from service.users.models import User
 from tests.support.clients import _scan_async, asgi_client
-from tests.support.postgres import create_database, drop_database, postgres_server
+from tests.support.postgres import (
+    asyncpg_dsn,
+    create_database,
+    drop_database,
+    postgres_server,
+)
 
 # Installs missing tools at session start; reports (and refuses) tool skips at the end.
 pytest_plugins = ["tests.support.provision"]
@@ -190,3 +197,22 @@ def problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert body["detail"]
     assert {"type", "title", "status", "detail", "instance"} <= body.keys()
     return body
+
+
+@pytest.fixture
+async def committed_user(database_url: str) -> AsyncIterator[uuid.UUID]:
+    """A user committed for real (full name "Before"), for tests with their own engines outside
+    the savepoints; deleted with its items afterwards."""
+    user_id = uuid.uuid4()
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await connection.execute(
+            "INSERT INTO users (id, email, hashed_password, is_active, is_superuser, full_name)"
+            " VALUES ($1, $2, 'x', true, false, 'Before')",
+            user_id,
+            f"{user_id.hex}@example.com",
+        )
+        yield user_id
+    finally:
+        await connection.execute("DELETE FROM users WHERE id = $1", user_id)
+        await connection.close()

@@ -10,7 +10,7 @@ import asyncio
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -61,24 +61,6 @@ async def test_database_down_answers_503_quickly_and_liveness_stays_up() -> None
             assert problem(await client.get("/readyz"), 503)["check"] == "database"
     finally:
         await app.state.db.dispose()
-
-
-@pytest.fixture
-async def committed_user(database_url: str) -> AsyncIterator[uuid.UUID]:
-    """A user committed for real: these tests use their own engines, outside the savepoints."""
-    user_id = uuid.uuid4()
-    connection = await asyncpg.connect(asyncpg_dsn(database_url))
-    try:
-        await connection.execute(
-            "INSERT INTO users (id, email, hashed_password, is_active, is_superuser, full_name)"
-            " VALUES ($1, $2, 'x', true, false, 'Before')",
-            user_id,
-            f"{user_id.hex}@example.com",
-        )
-        yield user_id
-    finally:
-        await connection.execute("DELETE FROM users WHERE id = $1", user_id)
-        await connection.close()
 
 
 async def test_pool_exhaustion_is_503_and_counted_while_ops_endpoints_answer(

@@ -163,33 +163,15 @@ async def test_a_driver_write_is_committed_by_end_session_and_rolled_back_when_t
 # -- errors on the driver path -----------------------------------------------------------------
 
 
-@pytest.fixture
-async def committed_owner(database_url: str) -> AsyncIterator[uuid.UUID]:
-    """A user committed for real, deleted (with its items) afterwards."""
-    user_id = uuid.uuid4()
-    connection = await asyncpg.connect(asyncpg_dsn(database_url))
-    try:
-        await connection.execute(
-            "INSERT INTO users (id, email, hashed_password, is_active, is_superuser, full_name)"
-            " VALUES ($1, $2, 'x', true, false, 'Owner')",
-            user_id,
-            f"{user_id.hex}@example.com",
-        )
-        yield user_id
-    finally:
-        await connection.execute("DELETE FROM users WHERE id = $1", user_id)
-        await connection.close()
-
-
 async def test_an_update_stuck_behind_a_row_lock_is_504_and_changes_nothing(
-    database_url: str, committed_owner: uuid.UUID
+    database_url: str, committed_user: uuid.UUID
 ) -> None:
     """get_item_for_update (SELECT ... FOR UPDATE on the driver) waits on a lock a second
     connection holds until statement_timeout (57014) cancels it."""
     settings = make_settings(database_url, db_statement_timeout_ms=300)
     database = Database.from_settings(settings)
     app = create_app(settings, database=database)
-    headers = bearer(app, User(id=committed_owner, email="o@example.com", hashed_password="-"))
+    headers = bearer(app, User(id=committed_user, email="o@example.com", hashed_password="-"))
     locker = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         async with asgi_client(app) as client:
@@ -222,7 +204,7 @@ async def test_an_update_stuck_behind_a_row_lock_is_504_and_changes_nothing(
 
 
 async def test_a_pooled_connection_terminated_by_the_server_is_503_then_replaced(
-    database_url: str, committed_owner: uuid.UUID
+    database_url: str, committed_user: uuid.UUID
 ) -> None:
     """The pool holds one connection, fresh enough to be lent without a ping; the server ends
     its backend. The user lookup on it fails: 503 and the connection invalidated, so the next
@@ -230,7 +212,7 @@ async def test_a_pooled_connection_terminated_by_the_server_is_503_then_replaced
     settings = make_settings(database_url, db_pool_size=1, db_max_overflow=0)
     database = Database.from_settings(settings)
     app = create_app(settings, database=database)
-    headers = bearer(app, User(id=committed_owner, email="o@example.com", hashed_password="-"))
+    headers = bearer(app, User(id=committed_user, email="o@example.com", hashed_password="-"))
     killer = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         async with asgi_client(app) as client:
@@ -247,7 +229,7 @@ async def test_a_pooled_connection_terminated_by_the_server_is_503_then_replaced
 
             recovered = await client.get("/api/v1/users/me", headers=headers)
             assert recovered.status_code == 200
-            assert recovered.json()["id"] == str(committed_owner)
+            assert recovered.json()["id"] == str(committed_user)
             assert await _pooled_pid(database) != first_pid
     finally:
         await killer.close()
