@@ -4,7 +4,6 @@ template's same-run figures when there are some (no template checkout needed her
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import signal
@@ -12,23 +11,16 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from tests.ci.test_bench_gate import _benchkit
 from tests.ci.test_bench_gate import _result as gate_result
 from tests.support.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 LOAD_TESTS = ROOT / "load-tests"
-
-
-def _benchkit(module: str) -> ModuleType:
-    """A module of load-tests/benchkit, imported the way `python load-tests/bench.py` finds it."""
-    if str(LOAD_TESTS) not in sys.path:
-        sys.path.append(str(LOAD_TESTS))
-    return importlib.import_module(f"benchkit.{module}")
 
 
 def _bench_py(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
