@@ -135,7 +135,6 @@ class EdgeMiddleware:
         self.max_body_bytes = settings.max_body_bytes
         self.access_log = settings.access_log
         self.headers = security_headers(settings.hsts_max_age_s)
-        self.header_names = frozenset(name for name, _ in self.headers)
         self.no_store_routes = settings.no_store_routes
         self.constant_answers = dict(settings.constant_answers or {})
 
