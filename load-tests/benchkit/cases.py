@@ -55,30 +55,26 @@ def _database_case(
     )
 
 
-def _lean(case: Case) -> Case:
-    """The same request against lean_app.py: the stretch ceiling, with no figure or budget."""
+def _counterpart(case: Case, server: str, key_prefix: str) -> Case:
+    """The same request against another server, with no figure or budget of its own: lean
+    (lean_app.py, the stretch ceiling) or template (its own backend, --template-backend)."""
     return replace(
         case,
-        key=f"lean-{case.key}",
-        label=f"lean: {case.label}",
-        server="lean",
+        key=f"{key_prefix}{case.key}",
+        label=f"{server}: {case.label}",
+        server=server,
         reference=None,
         min_rps=None,
         p99_budget_ms=None,
     )
+
+
+def _lean(case: Case) -> Case:
+    return _counterpart(case, "lean", "lean-")
 
 
 def _template(case: Case) -> Case:
-    """The same request against the template's own backend (--template-backend), same run."""
-    return replace(
-        case,
-        key=f"{TEMPLATE_PREFIX}{case.key}",
-        label=f"template: {case.label}",
-        server="template",
-        reference=None,
-        min_rps=None,
-        p99_budget_ms=None,
-    )
+    return _counterpart(case, "template", TEMPLATE_PREFIX)
 
 
 _DATABASE_CASES = [
