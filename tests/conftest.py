@@ -17,12 +17,16 @@ import httpx
 import pytest
 from alembic import command
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.core.config import Settings, load_settings
 from service.core.db import Database, build_engine
 from service.core.migrations import alembic_config
+from service.core.telemetry import uninstrument_database
 from service.main import create_app
 from service.users.models import User
 from tests.support.clients import _scan_async, asgi_client
@@ -216,3 +220,20 @@ async def committed_user(database_url: str) -> AsyncIterator[uuid.UUID]:
     finally:
         await connection.execute("DELETE FROM users WHERE id = $1", user_id)
         await connection.close()
+
+
+@pytest.fixture
+async def traced(
+    database_url: str, engine: AsyncEngine, connection: AsyncConnection
+) -> AsyncIterator[tuple[FastAPI, InMemorySpanExporter]]:
+    """An app exporting spans to memory; created in the test so its log handler writes to
+    the captured stdout."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    database = Database(engine=engine, sessionmaker=_savepoint_sessions(connection))
+    app = create_app(make_settings(database_url), database=database, tracer_provider=provider)
+    try:
+        yield app, exporter
+    finally:
+        uninstrument_database()

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.core.db import Database
-from service.core.telemetry import uninstrument_database
-from service.main import create_app
 from service.users.models import User
-from tests.conftest import USER_PASSWORD, _savepoint_sessions, bearer, make_settings
+from tests.conftest import USER_PASSWORD, bearer
 from tests.ops.metric_names import exposed_metric_names, metric_names_used
 from tests.support.clients import asgi_client
 from tests.support.metrics import Scrape
@@ -32,23 +25,6 @@ def log_lines(output: str) -> list[dict[str, Any]]:
         if raw.startswith("{"):
             lines.append(json.loads(raw))
     return lines
-
-
-@pytest.fixture
-async def traced(
-    database_url: str, engine: AsyncEngine, connection: AsyncConnection
-) -> AsyncIterator[tuple[FastAPI, InMemorySpanExporter]]:
-    """An app exporting spans to memory; created in the test so its log handler writes to
-    the captured stdout."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    database = Database(engine=engine, sessionmaker=_savepoint_sessions(connection))
-    app = create_app(make_settings(database_url), database=database, tracer_provider=provider)
-    try:
-        yield app, exporter
-    finally:
-        uninstrument_database()
 
 
 async def _client(app: FastAPI) -> httpx.AsyncClient:

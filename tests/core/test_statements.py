@@ -13,25 +13,22 @@ from datetime import datetime
 import asyncpg
 import pytest
 from fastapi import FastAPI, HTTPException
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.core import statements
 from service.core.db import Database
 from service.core.errors import install_error_handlers
 from service.core.routing import ReadSession, WriteSession, api_router
 from service.core.statements import Statement
-from service.core.telemetry import uninstrument_database
 from service.items import repository as items_repository
 from service.main import create_app
 from service.users import repository as users_repository
 from service.users.models import User
-from tests.conftest import _savepoint_sessions, bearer, make_settings, problem
+from tests.conftest import bearer, make_settings, problem
 from tests.support.clients import asgi_client
 from tests.support.postgres import asyncpg_dsn
 
@@ -409,20 +406,13 @@ async def test_a_value_the_driver_cannot_encode_is_not_echoed_in_the_error(
 
 
 async def test_each_statement_is_a_client_span_of_the_request_with_its_sql_and_no_value(
-    database_url: str, engine: AsyncEngine, connection: AsyncConnection, user: User
+    traced: tuple[FastAPI, InMemorySpanExporter], engine: AsyncEngine, user: User
 ) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    database = Database(engine=engine, sessionmaker=_savepoint_sessions(connection))
-    app = create_app(make_settings(database_url), database=database, tracer_provider=provider)
-    try:
-        async with asgi_client(app) as client:
-            created = await client.post(
-                "/api/v1/items/", headers=bearer(app, user), json={"title": "traced-title-value"}
-            )
-    finally:
-        uninstrument_database()
+    app, exporter = traced
+    async with asgi_client(app) as client:
+        created = await client.post(
+            "/api/v1/items/", headers=bearer(app, user), json={"title": "traced-title-value"}
+        )
     assert created.status_code == 200
 
     spans = exporter.get_finished_spans()
