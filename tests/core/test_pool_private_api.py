@@ -139,3 +139,15 @@ def test_a_disconnect_is_a_closed_driver_connection_and_invalidates_the_pool_gen
     assert "self._invalidate_time = time.time()" in inspect.getsource(Pool._invalidate)
     checkout = inspect.getsource(pool_base._ConnectionRecord.get_connection)
     assert "self.__pool._invalidate_time > self.starttime" in checkout
+
+
+def test_a_connection_can_be_built_on_a_checked_out_pool_connection() -> None:
+    """statements._Owned hands the ORM `Connection(engine, connection=<the pooled connection>)`
+    and ends it with Connection.close(), which closes (returns) that pooled connection; the
+    adapter's DB-API commit() is a no-op without a transaction."""
+    assert _parameters(Connection.__init__)[:3] == ["self", "engine", "connection"]
+    source = inspect.getsource(Connection.__init__)
+    assert "self._dbapi_connection = connection" in source
+    assert "conn.close()" in inspect.getsource(Connection.close)
+    commit = inspect.getsource(AsyncAdapt_asyncpg_connection.commit)
+    assert "if self._transaction is not None:" in commit

@@ -15,12 +15,12 @@ import pytest
 from fastapi import FastAPI, HTTPException
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from sqlalchemy import text
-from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy import make_url, text
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.core import statements
-from service.core.db import Database
+from service.core.db import Database, end_session
 from service.core.errors import install_error_handlers
 from service.core.routing import ReadSession, WriteSession, api_router
 from service.core.statements import Statement
@@ -157,6 +157,82 @@ async def test_a_driver_write_is_committed_by_end_session_and_rolled_back_when_t
         assert pid_row.scalar_one() == 1
 
 
+# -- a write session's own connection -------------------------------------------------------------
+_CREATE_T = "CREATE TEMP TABLE IF NOT EXISTS t (x int)"
+
+
+async def _rows_of_t(database: Database) -> list[int]:
+    async with database.engine.connect() as connection:  # the pool's one connection, so its TEMP t
+        rows = await connection.exec_driver_sql("SELECT x FROM t ORDER BY x")
+        return [x for (x,) in rows]
+
+
+async def test_a_write_of_statements_alone_never_begins_an_orm_transaction(
+    one_connection: Database,
+) -> None:
+    """The statements take the session's connection and begin on it through the adapter: no
+    Session transaction, no ORM commit; end_session commits on the adapter and gives the
+    connection back."""
+    async with one_connection.engine.connect() as connection:
+        await connection.exec_driver_sql(_CREATE_T)
+        await connection.commit()
+    session = one_connection.sessionmaker()
+    await statements.execute(session, _INSERT, x=1)
+    await statements.execute(session, _INSERT, x=2)
+    assert session.in_transaction() is False  # the ORM never began
+    assert one_connection.engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+    await end_session(session, writes=True)
+    assert one_connection.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert await _rows_of_t(one_connection) == [1, 2]
+
+
+async def test_the_session_api_ends_the_statements_transaction_too(
+    one_connection: Database,
+) -> None:
+    """commit() commits what the statements did, rollback() and close() drop it, and each
+    gives the connection back: a session is ended the same way whichever kind ran first."""
+    async with one_connection.engine.connect() as connection:
+        await connection.exec_driver_sql(_CREATE_T)
+        await connection.commit()
+    async with one_connection.sessionmaker() as session:
+        await statements.execute(session, _INSERT, x=1)
+        await session.commit()
+        assert one_connection.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        await statements.execute(session, _INSERT, x=2)  # a new transaction, a new checkout
+        await session.rollback()
+        await statements.execute(session, _INSERT, x=3)
+    # closed by the block without a commit
+    assert one_connection.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert await _rows_of_t(one_connection) == [1]
+
+    async with one_connection.sessionmaker() as session:
+        await statements.execute(session, _INSERT, x=4)
+        async with session.begin():  # the ORM takes the connection over: its commit ends both
+            await statements.execute(session, _INSERT, x=5)
+        assert one_connection.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert await _rows_of_t(one_connection) == [1, 4, 5]
+
+
+async def test_a_commit_the_database_refuses_raises_and_stores_nothing(
+    one_connection: Database,
+) -> None:
+    """A deferred unique constraint fails at COMMIT: end_session raises SQLAlchemy's
+    IntegrityError (so the client gets an error, never a 2xx), and the rows are not stored."""
+    async with one_connection.engine.connect() as connection:
+        await connection.exec_driver_sql(
+            "CREATE TEMP TABLE IF NOT EXISTS t (x int UNIQUE DEFERRABLE INITIALLY DEFERRED)"
+        )
+        await connection.commit()
+    session = one_connection.sessionmaker()
+    await statements.execute(session, _INSERT, x=7)
+    await statements.execute(session, _INSERT, x=7)  # accepted until COMMIT checks it
+    with pytest.raises(IntegrityError) as refused:
+        await end_session(session, writes=True)
+    assert "t_x_key" in str(refused.value)
+    assert one_connection.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert await _rows_of_t(one_connection) == []
+
+
 # -- errors on the driver path -----------------------------------------------------------------
 
 
@@ -230,6 +306,48 @@ async def test_a_pooled_connection_terminated_by_the_server_is_503_then_replaced
             assert await _pooled_pid(database) != first_pid
     finally:
         await killer.close()
+        await database.dispose()
+
+
+@pytest.fixture
+async def refused_role_url(database_url: str) -> AsyncIterator[str]:
+    """A URL whose role may open no connection: PostgreSQL refuses at connect time with
+    "too many connections for role" (SQLSTATE 53300), as it does with "the database system is
+    shutting down" (57P03) during a restart."""
+    role = f"keelson_refused_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(asyncpg_dsn(database_url))
+    await admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+    try:
+        yield make_url(database_url).set(username=role).render_as_string(hide_password=False)
+    finally:
+        await admin.execute(f'DROP ROLE "{role}"')
+        await admin.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [("GET", "/api/v1/users/me", None), ("POST", "/api/v1/items/", {"title": "never stored"})],
+    ids=["read", "write"],
+)
+async def test_a_connection_the_server_refuses_is_503_not_500(
+    refused_role_url: str, method: str, path: str, body: dict[str, str] | None
+) -> None:
+    """The first statement of a read or a write takes its connection from the pool itself; when
+    PostgreSQL refuses the new connection the answer is the retryable 503 SQLAlchemy's own
+    checkout gave, not the adapter's error as a 500 (seen in the outage drill: "the database
+    system is shutting down" as 500s)."""
+    settings = make_settings(refused_role_url, db_pool_size=1, db_max_overflow=0)
+    database = Database.from_settings(settings)
+    app = create_app(settings, database=database)
+    headers = bearer(app, User(id=uuid.uuid4(), email="r@example.com", hashed_password="-"))
+    try:
+        async with asgi_client(app) as client:
+            refused = await client.request(method, path, headers=headers, json=body)
+        answer = problem(refused, 503)
+        assert answer["detail"] == "The database is unavailable; retry shortly"
+        assert refused.headers["retry-after"] == "2"
+        assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
         await database.dispose()
 
 
