@@ -48,7 +48,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import SessionTransaction
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import Executable, Select
 from sqlalchemy.util import await_, greenlet_spawn
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -58,10 +58,17 @@ _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """SQL with `$n` placeholders and the bind-parameter name each one takes."""
+    """SQL with `$n` placeholders and the bind-parameter name each one takes.
+
+    `plain_read`: a SELECT that takes no lock. In a write session it does not begin the
+    transaction: under READ COMMITTED (the service's isolation) a statement sees the same rows
+    inside a transaction as outside one, so a lookup before the first write (CurrentUser's)
+    spends no round trip on BEGIN earlier than needed.
+    """
 
     sql: str
     params: tuple[str, ...]
+    plain_read: bool = False
 
     def values(self, given: Mapping[str, Any]) -> tuple[Any, ...]:
         missing = set(self.params) - given.keys()
@@ -75,11 +82,19 @@ class Statement:
         return self.sql.split(None, 1)[0].upper()
 
 
-def compile_statement(statement: Executable) -> Statement:
+_LOCKING_CLAUSE = re.compile(r"\bFOR (?:NO KEY |KEY )?(?:UPDATE|SHARE)\b")
+
+
+def compile_statement(statement: Executable, *, plain_read: bool = False) -> Statement:
     """Compile once, at import. Every value must be a named `bindparam` (a literal would be a
-    parameter with a generated name the caller cannot pass)."""
+    parameter with a generated name the caller cannot pass). `plain_read` (see Statement) is
+    refused for anything but a SELECT without a locking clause; a SELECT that calls a function
+    with effects (an advisory transaction lock) must not be declared one."""
     compiled = statement.compile(dialect=_DIALECT)  # type: ignore[attr-defined]
-    return Statement(sql=compiled.string, params=tuple(compiled.positiontup or ()))
+    sql: str = compiled.string
+    if plain_read and (not isinstance(statement, Select) or _LOCKING_CLAUSE.search(sql)):
+        raise ValueError(f"not a plain read: {sql}")
+    return Statement(sql=sql, params=tuple(compiled.positiontup or ()), plain_read=plain_read)
 
 
 # -- tracing -------------------------------------------------------------------------------------
@@ -189,6 +204,8 @@ class _Owned:
     adapter: Any
     orm: Connection | None = None
     invalidated: bool = False
+    # A standalone statement ran (see execute_standalone): it was the session's whole write.
+    finished_by: Statement | None = None
 
     @property
     def dbapi(self) -> Any:
@@ -197,6 +214,14 @@ class _Owned:
     @property
     def begins(self) -> bool:
         return True
+
+    def check_open(self) -> None:
+        if self.finished_by is not None:
+            raise RuntimeError(
+                f"{self.finished_by.sql!r} ran as this session's whole write (its own"
+                " transaction): nothing may follow it; use execute() for a statement that is"
+                " one of several"
+            )
 
     @property
     def span_attributes(self) -> dict[str, str]:
@@ -247,6 +272,7 @@ class StatementsSession(Session):
     def get_bind(self, mapper: Any = None, **kw: Any) -> Engine | Connection:
         owned: _Owned | None = self.info.get(_OWNED)
         if owned is not None:
+            owned.check_open()
             return owned.orm_connection()
         return super().get_bind(mapper, **kw)
 
@@ -390,8 +416,27 @@ async def execute(session: AsyncSession, statement: Statement, **values: Any) ->
     return tag
 
 
+async def execute_standalone(session: AsyncSession, statement: Statement, **values: Any) -> str:
+    """`execute` for a statement that is a whole write by itself (one INSERT).
+
+    In a write session that has begun no transaction it runs as its own, on the session's
+    connection: one round trip instead of three (BEGIN, the statement, COMMIT), committed when
+    it returns. The session then refuses any further statement, ORM or named, with a
+    RuntimeError, so what was meant to be one transaction is never split in two. Inside a
+    transaction (an earlier write, the ORM, the tests' savepoint) it is one statement of it,
+    committed with the rest.
+    """
+    tag: str = await _on_driver(session, statement, values, "execute", standalone=True)
+    return tag
+
+
 async def _on_driver(
-    session: AsyncSession, statement: Statement, values: Mapping[str, Any], method: str
+    session: AsyncSession,
+    statement: Statement,
+    values: Mapping[str, Any],
+    method: str,
+    *,
+    standalone: bool = False,
 ) -> Any:
     """asyncpg's `method` (fetch, fetchrow, execute) with the statement and its values."""
     args = statement.values(values)
@@ -400,6 +445,7 @@ async def _on_driver(
     owned: _Owned | None = info.get(_OWNED)
     held: _Held | _Owned
     if owned is not None:
+        owned.check_open()
         held = owned
         if owned.orm is None and sync.get_transaction() is not None:
             # The ORM began a transaction since (session.begin()): it takes the connection
@@ -417,10 +463,19 @@ async def _on_driver(
             held = await _own(session, bind)
     else:
         held = await _held(session)
+    begin = not statement.plain_read
+    if (
+        standalone
+        and isinstance(held, _Owned)
+        and held.orm is None
+        and held.adapter._transaction is None
+    ):
+        begin = False
+        held.finished_by = statement
     if _tracer is None:
-        return await _run(held, statement, getattr(held.driver, method), args)
+        return await _run(held, statement, getattr(held.driver, method), args, begin=begin)
     with _span(_tracer, held, statement):
-        return await _run(held, statement, getattr(held.driver, method), args)
+        return await _run(held, statement, getattr(held.driver, method), args, begin=begin)
 
 
 async def _on_lent_connection(
@@ -456,14 +511,19 @@ def _span(tracer: Tracer, held: _Held | _Lent | _Owned, statement: Statement) ->
 
 
 async def _run(
-    held: _Held | _Lent | _Owned, statement: Statement, call: Any, args: tuple[Any, ...]
+    held: _Held | _Lent | _Owned,
+    statement: Statement,
+    call: Any,
+    args: tuple[Any, ...],
+    *,
+    begin: bool = True,
 ) -> Any:
     # The adapter's cursor also takes its _execute_mutex; not needed here: a session serves one
     # task at a time (SQLAlchemy refuses concurrent use of an AsyncSession) and asyncpg refuses
     # an overlapping operation itself ("another operation is in progress").
     adapter = held.adapter
     try:
-        if held.begins and adapter._transaction is None and not adapter.autocommit:
+        if begin and held.begins and adapter._transaction is None and not adapter.autocommit:
             await adapter._start_transaction()  # BEGIN, owned by the adapter: see the docstring
         return await call(statement.sql, *args)
     except Exception as error:

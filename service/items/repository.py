@@ -32,7 +32,14 @@ from sqlalchemy import (
 from sqlalchemy.sql import Select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from service.core.statements import Statement, compile_statement, execute, fetch, fetch_one
+from service.core.statements import (
+    Statement,
+    compile_statement,
+    execute,
+    execute_standalone,
+    fetch,
+    fetch_one,
+)
 from service.items.models import ALL_ITEMS_SCOPE, Item, ItemCounter, ItemRow
 
 items: Table = Item.metadata.tables["items"]
@@ -162,7 +169,10 @@ _INSERT = compile_statement(
 
 
 async def add_item(session: AsyncSession, item: ItemRow) -> None:
-    await execute(
+    """One INSERT (the owner's count follows in its trigger): a whole write by itself, so a
+    create with nothing else to store is one round trip, not BEGIN/INSERT/COMMIT; under an
+    Idempotency-Key it is one statement of the key's transaction."""
+    await execute_standalone(
         session,
         _INSERT,
         new_id=item["id"],

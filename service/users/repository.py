@@ -33,7 +33,8 @@ def is_email_conflict(error: IntegrityError) -> bool:
 
 _users = User.metadata.tables["users"]
 # Every authenticated request runs this: compiled once, run on the driver connection
-# (core/statements.py), no ORM object built.
+# (core/statements.py), no ORM object built. A plain read: in a write it runs before the
+# transaction begins, so a write of one statement needs no BEGIN (execute_standalone).
 _USER_RECORD = compile_statement(
     sa_select(
         _users.c.email,
@@ -41,7 +42,8 @@ _USER_RECORD = compile_statement(
         _users.c.is_active,
         _users.c.is_superuser,
         _users.c.created_at,
-    ).where(_users.c.id == bindparam("user_id", type_=Uuid))
+    ).where(_users.c.id == bindparam("user_id", type_=Uuid)),
+    plain_read=True,
 )
 
 

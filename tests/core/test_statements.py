@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI, HTTPException
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from sqlalchemy import make_url, text
+from sqlalchemy import make_url, select, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -231,6 +231,65 @@ async def test_a_commit_the_database_refuses_raises_and_stores_nothing(
     assert "t_x_key" in str(refused.value)
     assert one_connection.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     assert await _rows_of_t(one_connection) == []
+
+
+@pytest.fixture
+async def shared_table(database_url: str) -> AsyncIterator[tuple[str, asyncpg.Connection]]:
+    """A real table (other connections see its rows as soon as they commit) and a connection of
+    the test's own to look."""
+    name = f"standalone_{uuid.uuid4().hex[:8]}"
+    observer = await asyncpg.connect(asyncpg_dsn(database_url))
+    await observer.execute(f"CREATE TABLE {name} (x int)")
+    try:
+        yield name, observer
+    finally:
+        await observer.execute(f"DROP TABLE {name}")
+        await observer.close()
+
+
+async def test_a_standalone_write_commits_by_itself_and_nothing_may_follow_it(
+    one_connection: Database, shared_table: tuple[str, asyncpg.Connection]
+) -> None:
+    name, observer = shared_table
+    insert = Statement(sql=f"INSERT INTO {name} VALUES ($1)", params=("x",))  # noqa: S608
+    session = one_connection.sessionmaker()
+    await statements.execute_standalone(session, insert, x=1)
+    assert await observer.fetchval(f"SELECT count(*) FROM {name}") == 1  # noqa: S608
+    with pytest.raises(RuntimeError, match="whole write"):
+        await statements.execute(session, insert, x=2)
+    with pytest.raises(RuntimeError, match="whole write"):
+        await session.connection()  # nor may the ORM
+    await end_session(session, writes=True)
+    assert one_connection.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert [r["x"] for r in await observer.fetch(f"SELECT x FROM {name}")] == [1]  # noqa: S608
+
+
+async def test_a_standalone_write_after_another_is_part_of_its_transaction(
+    one_connection: Database, shared_table: tuple[str, asyncpg.Connection]
+) -> None:
+    name, observer = shared_table
+    insert = Statement(sql=f"INSERT INTO {name} VALUES ($1)", params=("x",))  # noqa: S608
+    session = one_connection.sessionmaker()
+    await statements.execute(session, insert, x=1)
+    await statements.execute_standalone(session, insert, x=2)
+    await statements.execute(session, insert, x=3)  # still open: one transaction
+    assert await observer.fetchval(f"SELECT count(*) FROM {name}") == 0  # noqa: S608
+    await end_session(session, writes=True, error=HTTPException(409))  # rolled back: all of it
+    assert await observer.fetchval(f"SELECT count(*) FROM {name}") == 0  # noqa: S608
+    assert one_connection.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def test_only_a_select_without_a_locking_clause_is_a_plain_read() -> None:
+    users = User.metadata.tables["users"]
+    plain = statements.compile_statement(select(users.c.id), plain_read=True)
+    assert plain.plain_read is True
+    for not_plain in (
+        select(users.c.id).with_for_update(),
+        select(users.c.id).with_for_update(read=True, key_share=True),
+        users.delete(),
+    ):
+        with pytest.raises(ValueError, match="not a plain read"):
+            statements.compile_statement(not_plain, plain_read=True)
 
 
 # -- errors on the driver path -----------------------------------------------------------------

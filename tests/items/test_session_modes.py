@@ -60,11 +60,41 @@ async def test_get_users_me_and_the_items_list_send_no_begin(committed: Committe
     assert seen == ["SELECT"] * 5
 
 
-async def test_post_items_runs_in_one_transaction(committed: Committed) -> None:
+async def test_post_items_is_the_lookup_and_one_insert_that_is_its_own_transaction(
+    committed: Committed,
+) -> None:
     async with statements_seen(committed) as seen:
         created = await committed.client.post(ITEMS, headers=committed.headers, json={"title": "b"})
     assert created.status_code == 200
-    # The user lookup began the transaction through SQLAlchemy's adapter; end_session commits it.
-    assert seen == ["BEGIN", "SELECT", "INSERT", "COMMIT"]
+    # The user lookup is a plain read (no BEGIN before it), and the INSERT the whole write
+    # (execute_standalone): two round trips, where BEGIN/SELECT/INSERT/COMMIT were four.
+    assert seen == ["SELECT", "INSERT"]
     listed = await committed.client.get(ITEMS, headers=committed.headers)
     assert [item["title"] for item in listed.json()["data"]] == ["b"]  # committed
+
+
+async def test_writes_of_several_statements_still_run_in_one_transaction(
+    committed: Committed,
+) -> None:
+    """With an Idempotency-Key the key, the item and the stored answer commit together; an
+    update locks the row, then writes it. BEGIN comes after the user lookup, before the first
+    statement that is part of the write."""
+    async with statements_seen(committed) as seen:
+        created = await committed.client.post(
+            ITEMS,
+            headers={**committed.headers, "Idempotency-Key": "session-modes-1"},
+            json={"title": "c"},
+        )
+    assert created.status_code == 200
+    assert seen[:2] == ["SELECT", "BEGIN"]
+    assert seen[-1] == "COMMIT"
+    assert seen.count("BEGIN") == 1
+    assert seen.count("COMMIT") == 1
+    assert "INSERT" in seen[2:-1]
+
+    async with statements_seen(committed) as seen:
+        updated = await committed.client.put(
+            f"{ITEMS}{created.json()['id']}", headers=committed.headers, json={"title": "d"}
+        )
+    assert updated.status_code == 200
+    assert seen == ["SELECT", "BEGIN", "SELECT", "UPDATE", "COMMIT"]
