@@ -27,7 +27,7 @@ from service.core.db_errors import install_db_error_handlers
 from service.core.docs import install_docs
 from service.core.edge import ConstantAnswer, EdgeMiddleware, EdgeSettings, route_templates
 from service.core.errors import install_error_handlers
-from service.core.logging import configure_logging
+from service.core.logging import configure_logging, flush_logs
 from service.core.mailer import Mailer
 from service.core.rate_limits import install_rate_limit_handler
 from service.core.security import PasswordHashing, TokenCodec
@@ -62,6 +62,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             uninstrument_database()
             app.state.tracer_provider.shutdown()  # flushes spans still in the batch
         log.info("shutdown_complete")
+        flush_logs()  # the loop may stop before the batch's callback runs
 
 
 def _document_problems(app: FastAPI) -> None:
