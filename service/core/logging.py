@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextvars
+import datetime
 import logging
 import re
 import sys
 import threading
+import time
 from typing import Any
 
 import orjson
@@ -58,6 +60,13 @@ def _redact_match(match: re.Match[str]) -> str:
     return "[redacted]"
 
 
+# Texts already scanned and found clean. Most events are constant strings ("request",
+# "startup"), so the regex (0.75 us per line, measured on the access line) runs once per string;
+# bounded, since an f-string message makes a new string every time.
+_CLEAN_TEXTS: set[str] = set()
+_MAX_CLEAN_TEXTS = 1024
+
+
 def _scrub_secret_text(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     """Redact secrets written into the message or a rendered traceback (an exception message
     that quotes a header, say), in both formats.
@@ -68,8 +77,49 @@ def _scrub_secret_text(_: WrappedLogger, __: str, event: EventDict) -> EventDict
     """
     for key in ("event", "exception"):
         value = event.get(key)
-        if isinstance(value, str):
-            event[key] = _SECRET_TEXT.sub(_redact_match, value)
+        if isinstance(value, str) and value not in _CLEAN_TEXTS:
+            redacted = _SECRET_TEXT.sub(_redact_match, value)
+            if redacted == value:
+                if len(_CLEAN_TEXTS) >= _MAX_CLEAN_TEXTS:
+                    _CLEAN_TEXTS.clear()
+                _CLEAN_TEXTS.add(value)
+            else:
+                event[key] = redacted
+    return event
+
+
+def _format_exc_info(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    """structlog's `format_exc_info`, called only when there is an exception to render (it
+    costs 0.27 us per line to find out there is none; this check 0.05 us)."""
+    if "exc_info" in event:
+        return structlog.processors.format_exc_info(logger, method, event)
+    return event
+
+
+def utc_iso_timestamp(ns: int) -> str:
+    """`datetime.now(UTC).isoformat()` with `Z` for `+00:00`, as structlog's
+    `TimeStamper(fmt="iso", utc=True)` writes it (microseconds truncated, and left out when
+    zero), for a `time.time_ns()` value; the date and time of day are formatted once a second.
+
+    Measured on the access line: 1.84 us per line for structlog's, 0.4 us for this one.
+    """
+    micros = ns // 1000
+    seconds = micros // 1_000_000
+    prefix = _iso_seconds.get(seconds)
+    if prefix is None:
+        _iso_seconds.clear()  # one entry: the current second
+        prefix = _iso_seconds[seconds] = datetime.datetime.fromtimestamp(
+            seconds, datetime.UTC
+        ).isoformat()[:-6]
+    micros -= seconds * 1_000_000
+    return f"{prefix}.{micros:06d}Z" if micros else prefix + "Z"
+
+
+_iso_seconds: dict[int, str] = {}
+
+
+def _add_timestamp(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    event["timestamp"] = utc_iso_timestamp(time.time_ns())
     return event
 
 
@@ -213,7 +263,7 @@ def configure_logging(settings: Settings) -> None:
     common: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_timestamp,
         add_trace_ids,
         _drop_secrets,
     ]
@@ -221,7 +271,7 @@ def configure_logging(settings: Settings) -> None:
     final: list[Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if settings.log_format == "json":
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
-        common += [structlog.processors.format_exc_info, _scrub_secret_text]
+        common += [_format_exc_info, _scrub_secret_text]
         structlog.configure(
             processors=[*common, _logger_name, renderer],
             logger_factory=_StdoutLogger,
@@ -233,7 +283,7 @@ def configure_logging(settings: Settings) -> None:
         # per unhandled error in `keelson dev`, blocking the event loop, and printed the locals
         # that hold bearer tokens and passwords. Rendered to text first, so it can be scrubbed.
         renderer = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
-        final += [structlog.processors.format_exc_info, _scrub_secret_text]
+        final += [_format_exc_info, _scrub_secret_text]
         structlog.configure(
             processors=[
                 *common,
