@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI, Response
 from prometheus_client import REGISTRY
 
+from service.core.cors import CorsPolicy
 from service.main import create_app
 from tests.conftest import make_settings
 from tests.support.clients import asgi_client
@@ -44,6 +45,10 @@ def _add_vary_route(app: FastAPI) -> None:
     @app.get("/vary")
     async def vary() -> Response:  # an endpoint that sets Vary itself
         return Response(b"x", headers={"Vary": "Accept-Encoding"})
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("unhandled")
 
 
 async def _call(
@@ -88,7 +93,7 @@ async def test_an_allowed_origin_is_named_with_credentials_and_exposed_headers(
 
 
 @pytest.mark.parametrize(
-    "origin", ["https://evil.example", f"{ALLOWED}/", "HTTPS://APP.EXAMPLE", "null"]
+    "origin", ["https://evil.example", f"{ALLOWED}/", "HTTPS://APP.EXAMPLE", "null", ""]
 )
 async def test_a_disallowed_origin_is_not_named(client: httpx.AsyncClient, origin: str) -> None:
     status, _, headers = await _call(client, "GET", "/nowhere", Origin=origin)
@@ -233,3 +238,14 @@ async def test_the_edges_own_413_carries_no_cors_headers(client: httpx.AsyncClie
     )
     assert status == 413
     assert [name for name, _ in headers if "access-control" in name or name == "vary"] == []
+
+
+async def test_the_edges_own_500_carries_no_cors_headers(client: httpx.AsyncClient) -> None:
+    status, _, headers = await _call(client, "GET", "/boom", Origin=ALLOWED)
+    assert status == 500
+    assert [name for name, _ in headers if "access-control" in name or name == "vary"] == []
+
+
+def test_a_cors_policy_refuses_the_wildcard_origin() -> None:
+    with pytest.raises(ValueError, match=r"CORS origins must be listed: '\*' is refused"):
+        CorsPolicy(["https://app.example", "*"])
