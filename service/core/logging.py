@@ -101,7 +101,8 @@ def utc_iso_timestamp(ns: int) -> str:
     `TimeStamper(fmt="iso", utc=True)` writes it (microseconds truncated, and left out when
     zero), for a `time.time_ns()` value; the date and time of day are formatted once a second.
 
-    Measured on the access line: 1.84 us per line for structlog's, 0.4 us for this one.
+    Measured as a processor on the access line: 1.84 us for structlog's, 0.78 us for this one
+    (`time.time_ns()` included).
     """
     micros = ns // 1000
     seconds = micros // 1_000_000
