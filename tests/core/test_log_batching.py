@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager, redirect_stdout
 from typing import Any
@@ -157,6 +158,49 @@ async def test_a_line_from_another_thread_is_written_at_once_after_the_pending_b
 
         assert stdout.writes == 1
         assert [e["event"] for e in stdout.events()] == ["on the loop", "in a thread"]
+
+
+class BlockingStdout(CountingStdout):
+    """Holds its first write until released, and records whether two writes ever overlapped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.inside = 0
+        self.overlapped = False
+        self._first = True
+
+    def write(self, text: str) -> int:
+        self.inside += 1
+        self.overlapped |= self.inside > 1
+        if self._first:
+            self._first = False
+            self.release.wait(timeout=10)
+        written = super().write(text)
+        self.inside -= 1
+        return written
+
+
+def test_a_thread_never_writes_into_another_threads_write() -> None:
+    """The first thread's write is held open; the second thread's line must wait for it, not
+    enter the stream alongside it (0.2 s is ample for it to try)."""
+    log = structlog.get_logger("test.batching")
+    stream = BlockingStdout()
+    first = threading.Thread(target=log.info, args=("first",))
+    second = threading.Thread(target=log.info, args=("second",))
+    with redirect_stdout(stream):
+        first.start()
+        while stream.inside == 0:
+            time.sleep(0.001)
+        second.start()
+        time.sleep(0.2)
+        stream.release.set()
+        first.join(timeout=10)
+        second.join(timeout=10)
+
+    assert not stream.overlapped
+    assert stream.writes == 2
+    assert [e["event"] for e in stream.events()] == ["first", "second"]
 
 
 async def test_a_batch_over_the_bound_is_written_before_the_iteration_ends() -> None:
