@@ -8,7 +8,6 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.sdk.trace import TracerProvider
 
 from service import __version__
@@ -22,12 +21,13 @@ from service.api.v1 import (
 )
 from service.core import metrics
 from service.core.config import Environment, Settings, load_settings
+from service.core.cors import CorsPolicy
 from service.core.db import Database
 from service.core.db_errors import install_db_error_handlers
 from service.core.docs import install_docs
 from service.core.edge import ConstantAnswer, EdgeMiddleware, EdgeSettings, route_templates
 from service.core.errors import install_error_handlers
-from service.core.logging import configure_logging
+from service.core.logging import configure_logging, flush_logs
 from service.core.mailer import Mailer
 from service.core.rate_limits import install_rate_limit_handler
 from service.core.security import PasswordHashing, TokenCodec
@@ -62,6 +62,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             uninstrument_database()
             app.state.tracer_provider.shutdown()  # flushes spans still in the batch
         log.info("shutdown_complete")
+        flush_logs()  # the loop may stop before the batch's callback runs
 
 
 def _document_problems(app: FastAPI) -> None:
@@ -130,25 +131,8 @@ def create_app(
     app.state.route_templates = route_templates(app.routes)
     _document_problems(app)
 
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.cors_origins,
-        allow_credentials=True,
-        allow_methods=["*"],
-        allow_headers=["*"],
-        # readable by browser clients: ETag for If-Match, the idempotent-replay marker, and
-        # when a throttled login may be retried
-        expose_headers=[
-            "X-Request-ID",
-            "ETag",
-            "Idempotent-Replayed",
-            "Retry-After",
-            "RateLimit",
-            "RateLimit-Policy",
-        ],
-    )
     # Outermost: every answer, the 413s and 500s it makes itself included, carries the request
-    # id and the security headers, and is counted and logged.
+    # id and the security headers, and is counted and logged. CORS is answered there too.
     app.add_middleware(
         EdgeMiddleware,
         settings=EdgeSettings(
@@ -156,6 +140,19 @@ def create_app(
             access_log=settings.access_log_enabled,
             hsts_max_age_s=settings.hsts_max_age_s if settings.hsts_enabled else None,
             no_store_routes=frozenset(NO_STORE_ROUTES),
+            cors=CorsPolicy(
+                settings.cors_origins,
+                # readable by browser clients: ETag for If-Match, the idempotent-replay marker,
+                # and when a throttled login may be retried
+                expose_headers=(
+                    "X-Request-ID",
+                    "ETag",
+                    "Idempotent-Replayed",
+                    "Retry-After",
+                    "RateLimit",
+                    "RateLimit-Policy",
+                ),
+            ),
             constant_answers=_constant_answers(),
         ),
     )

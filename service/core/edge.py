@@ -2,9 +2,10 @@
 
 It does, once per request, what every answer needs: the request id (X-Request-ID, bound into
 the log context), the security headers (plus `Cache-Control: no-store` on credential routes),
-the body size limit (413), the request metrics, the access log line, and the last-resort 500
-problem. Health checks are answered here from bytes built at start-up (`ConstantAnswer`), with
-the same headers and metrics, without routing, dependencies or a database.
+CORS (core/cors.py: its headers, and preflights answered here), the body size limit (413), the
+request metrics, the access log line, and the last-resort 500 problem. Health checks are
+answered here from bytes built at start-up (`ConstantAnswer`), with the same headers and
+metrics, without routing, dependencies or a database.
 
 One middleware rather than one per concern: each pure-ASGI layer adds a coroutine frame and a
 `send` wrapper to every message of every request. Measured in-process (GET /api/v1/users/me,
@@ -27,6 +28,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.core import metrics
+from service.core.cors import CorsPolicy, is_preflight
 from service.core.errors import PayloadTooLarge, problem_response
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -54,6 +56,13 @@ def security_headers(hsts_max_age_s: int | None) -> tuple[tuple[bytes, bytes], .
     if hsts_max_age_s is None:
         return BASE_HEADERS
     return (*BASE_HEADERS, (b"strict-transport-security", f"max-age={hsts_max_age_s}".encode()))
+
+
+def _origin(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == _ORIGIN:
+            return bytes(value)
+    return None
 
 
 def incoming_request_id(scope: Scope) -> str:
@@ -108,6 +117,7 @@ class EdgeSettings:
     access_log: bool = True
     hsts_max_age_s: int | None = None
     no_store_routes: frozenset[str] = frozenset()
+    cors: CorsPolicy | None = None
     # GET, exact path. A request with an Origin header takes the full stack, so CORS answers
     # stay whole.
     constant_answers: Mapping[str, ConstantAnswer] | None = None
@@ -137,12 +147,22 @@ class EdgeMiddleware:
         self.headers = security_headers(settings.hsts_max_age_s)
         self.no_store_routes = settings.no_store_routes
         self.constant_answers = dict(settings.constant_answers or {})
+        self.cors = settings.cors
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"The request body exceeds {self.max_body_bytes} bytes")
 
-    def _add_headers(self, scope: Scope, message: Message, request_id: bytes) -> None:
+    def _add_headers(
+        self,
+        scope: Scope,
+        message: Message,
+        request_id: bytes,
+        origin: bytes | None,
+        app_answer: bool,
+    ) -> None:
         headers: list[tuple[bytes, bytes]] = list(message.get("headers", ()))
+        if app_answer and self.cors is not None:
+            self.cors.add_headers(headers, origin)
         wanted: Iterable[tuple[bytes, bytes]] = self.headers
         if route_template(scope) in self.no_store_routes:
             wanted = (*self.headers, NO_STORE)
@@ -159,10 +179,11 @@ class EdgeMiddleware:
         request_id = incoming_request_id(scope)
         request_id_bytes = request_id.encode("ascii")
         method = scope["method"]
+        origin = _origin(scope)
 
-        if method == "GET" and self.constant_answers:
+        if method == "GET" and self.constant_answers and origin is None:
             answer = self.constant_answers.get(scope["path"])
-            if answer is not None and not any(name == _ORIGIN for name, _ in scope["headers"]):
+            if answer is not None:
                 await self._answer(answer, request_id_bytes, send, started_at)
                 return
 
@@ -171,6 +192,9 @@ class EdgeMiddleware:
         status = 500
         response_started = False
         exceeded = False  # a chunked body went over the limit while the app read it
+        # The app's answers get CORS headers; the edge's own (413, 500, a preflight) do not:
+        # they got none when CORS was a middleware behind the edge.
+        app_answer = True
 
         async def edge_send(message: Message) -> None:
             nonlocal status, response_started
@@ -179,7 +203,7 @@ class EdgeMiddleware:
                     return
                 response_started = True
                 status = message["status"]
-                self._add_headers(scope, message, request_id_bytes)
+                self._add_headers(scope, message, request_id_bytes, origin, app_answer)
             elif exceeded:
                 return
             await send(message)
@@ -206,13 +230,24 @@ class EdgeMiddleware:
         metrics.HTTP_IN_FLIGHT.inc()
         try:
             if declared is not None and declared > self.max_body_bytes:
+                app_answer = False
                 await self._problem(self._too_large(), scope, receive, edge_send)
+            elif (
+                origin is not None
+                and method == "OPTIONS"
+                and self.cors is not None
+                and is_preflight(scope["headers"])
+            ):
+                app_answer = False
+                await self._preflight(self.cors, origin, scope, edge_send)
             else:
                 await self.app(scope, app_receive, edge_send)
             if exceeded and not response_started:
                 exceeded = False
+                app_answer = False
                 await self._problem(self._too_large(), scope, receive, edge_send)
         except Exception:
+            app_answer = False
             if exceeded and not response_started:
                 exceeded = False
                 await self._problem(self._too_large(), scope, receive, edge_send)
@@ -247,6 +282,11 @@ class EdgeMiddleware:
     ) -> None:
         response = problem_response(error.status, error.detail, instance=scope["path"])
         await response(scope, receive, send)
+
+    async def _preflight(self, cors: CorsPolicy, origin: bytes, scope: Scope, send: Send) -> None:
+        status, body, headers = cors.preflight(origin, scope["headers"])
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _answer(
         self, answer: ConstantAnswer, request_id: bytes, send: Send, started_at: float
