@@ -150,6 +150,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="exit 1 when a gated target fails (p99 budgets, 2xx, health vs hello)",
     )
     output.add_argument(
+        "--report-latency",
+        action="store_true",
+        help="with --gate: report the per-case p99 budgets without gating them (every other"
+        " gated target still fails the run)",
+    )
+    output.add_argument(
         "--gate-throughput",
         action="store_true",
         help="also gate the absolute req/s targets (meaningful on the reference machine)",

@@ -18,6 +18,7 @@ from .machine import (
     busy_cpu_seconds,
     children_cpu_seconds,
     log,
+    steal_cpu_seconds,
     wait_for_quiet_machine,
     wait_until_idle,
 )
@@ -128,11 +129,13 @@ def measure(target: Target, case: Case, load: Load, base_url: str | None = None)
 
 def measure_once(target: Target, case: Case, load: Load, url: str, env: dict[str, str]) -> Result:
     stop_accounting = start_accounting(target, case)
+    stolen_before = steal_cpu_seconds()
     profiler = start_profiler(target, case, load.duration_s)
     cmd = wrk_command(url, case.script, load.threads, load.connections, load.duration_s)
     result = parse_wrk(case.key, url, cmd, run_wrk(cmd, env, load.duration_s), case.label)
     cpu, foreign = stop_accounting()
     result.extra["foreign_cpu_s"] = round(foreign, 2)
+    result.extra["steal_cpu_s"] = round(steal_cpu_seconds() - stolen_before, 2)
     if profiler is not None:
         result.extra["profile"] = finish_profiler(*profiler)
     result.server_cpu_s = cpu.get("server")
@@ -164,6 +167,7 @@ def measure_login_under_load(target: Target, load: Load, probe_connections: int)
     timeout = load.duration_s + WRK_TIMEOUT_S + 30
     quiet(target)
     stop_accounting = start_accounting(target, me)
+    stolen_before = steal_cpu_seconds()
     login_proc = subprocess.Popen(login_cmd, env=env, stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(min(1.0, load.duration_s / 4))
@@ -180,6 +184,7 @@ def measure_login_under_load(target: Target, load: Load, probe_connections: int)
     probe.server_cpu_s = None if "server" not in cpu else cpu["server"] * probe_share
     probe.db_cpu_s = None if "db" not in cpu else cpu["db"] * probe_share
     probe.extra["foreign_cpu_s"] = round(foreign * probe_share, 2)
+    probe.extra["steal_cpu_s"] = round((steal_cpu_seconds() - stolen_before) * probe_share, 2)
     probe.label = f"GET /api/v1/users/me while {load.connections} clients log in"
     logins = parse_wrk(login.key, target.base_url + login.path, login_cmd, login_out, login.label)
     probe.extra["login"] = asdict(logins)

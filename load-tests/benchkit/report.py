@@ -25,7 +25,7 @@ def results_table(results: dict[str, Result]) -> str:
     header = (
         f"{'case':<46} {'req/s':>9} {'p50':>9} {'p99':>9} {'non-2xx':>8} {'sock err':>8}"
         f" {'template req/s':>14} {'from':>6} {'x tmpl':>7} {'srv cpu':>8} {'cpu/req':>8}"
-        f" {'db cpu':>7} {'other':>6}"
+        f" {'db cpu':>7} {'other':>6} {'steal':>6}"
     )
     lines = [header, "-" * len(header)]
     for key, r in results.items():
@@ -44,11 +44,14 @@ def results_table(results: dict[str, Result]) -> str:
         db = f"{r.db_cpu_s / r.duration_s:.0%}" if r.db_cpu_s is not None else ""
         foreign = r.extra.get("foreign_cpu_s")
         other = f"{foreign / r.duration_s:.0%}" if foreign is not None else ""
+        # The hypervisor's: a neighbour's load, which slows this run and is nobody's CPU here.
+        stolen = r.extra.get("steal_cpu_s")
+        steal = f"{stolen / r.duration_s:.0%}" if stolen is not None else ""
         lines.append(
             f"{r.label[:46]:<46} {r.rps:>9,.1f} {fmt_ms(r.p50_ms):>9} {fmt_ms(r.p99_ms):>9}"
             f" {r.non_2xx:>8} {sum(r.socket_errors.values()):>8}"
             f" {template_rps:>14} {source:>6} {ratio:>7} {srv:>8} {per_request:>8}"
-            f" {db:>7} {other:>6}"
+            f" {db:>7} {other:>6} {steal:>6}"
         )
     return "\n".join(lines)
 

@@ -169,6 +169,14 @@ def test_gate_fails_on_a_p99_over_budget(gates: ModuleType) -> None:
     assert _missed(checks) == {"me: p99"}
 
 
+def test_report_latency_reports_a_p99_miss_and_still_gates_the_rest(gates: ModuleType) -> None:
+    results = {"me": _result("me", p99_ms=26.0), "items": _result("items", non_2xx=1)}
+    checks = gates.evaluate(results, gate_throughput=False, gate_latency=False)
+    assert _missed(checks) == {"items: every response 2xx"}
+    [p99] = [c for c in checks if c.name == "me: p99"]
+    assert (p99.met, p99.gated, p99.value) == (False, False, "26.0 ms")
+
+
 def test_gate_fails_on_any_non_2xx(gates: ModuleType) -> None:
     checks = gates.evaluate({"items": _result("items", non_2xx=1)}, gate_throughput=False)
     assert _missed(checks) == {"items: every response 2xx"}

@@ -58,6 +58,7 @@ def test_runner_measures_every_case_without_errors(wrk: str, tmp_path: Path) -> 
     assert set(cases) == EVERY_CASE
     for name, case in cases.items():
         assert case["rps"] > 0, name
+        assert case["extra"]["steal_cpu_s"] >= 0, name  # the hypervisor's share, per case
         assert case["non_2xx"] == 0, name
         assert sum(case["socket_errors"].values()) == 0, name
     logins = cases["login-under-load"]["extra"]["login"]
