@@ -82,6 +82,13 @@ def _document_problems(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def observe_database_pool(app: FastAPI) -> None:
+    """Point the process's pool gauges at `app`'s database, whichever it holds when scraped (the
+    lifespan may open it later, tests swap it). One app per process in production; a test that
+    swaps an app's database points them at it again."""
+    metrics.observe_pool(lambda: app.state.db.engine.pool if app.state.db else None)
+
+
 def create_app(
     settings: Settings | None = None,
     database: Database | None = None,
@@ -110,7 +117,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.db = database
-    metrics.observe_pool(lambda: app.state.db.engine.pool if app.state.db else None)
+    observe_database_pool(app)
     app.state.tracer_provider = tracer_provider
     if database is not None and tracer_provider is not None:
         instrument_database(database.engine, tracer_provider)

@@ -27,7 +27,7 @@ from service.core.config import Settings, load_settings
 from service.core.db import Database, build_engine
 from service.core.migrations import alembic_config
 from service.core.telemetry import uninstrument_database
-from service.main import create_app
+from service.main import create_app, observe_database_pool
 from service.users.models import User
 from tests.support.clients import _scan_async, asgi_client
 from tests.support.postgres import (
@@ -132,6 +132,8 @@ async def client(
     app: FastAPI, engine: AsyncEngine, connection: AsyncConnection
 ) -> AsyncIterator[httpx.AsyncClient]:
     app.state.db = Database(engine=engine, sessionmaker=_savepoint_sessions(connection))
+    # The gauges follow the app created last; this session-wide app is older than most.
+    observe_database_pool(app)
     async with asgi_client(app) as client:
         yield client
 
