@@ -194,22 +194,14 @@ class _Lent:
 
 
 @dataclass(slots=True)
-class _Owned:
-    """A write session's connection, taken by its first statement: the transaction is the
-    adapter's (begun by `_run`), committed by `end` or by the ORM once it joined (`orm`)."""
+class _Owned(_Lent):
+    """A write session's connection, taken by its first statement and held until the session
+    ends: the transaction is the adapter's (begun by `_run`), committed by `end` or by the ORM
+    once it joined (`orm`)."""
 
-    pooled: Any  # SQLAlchemy's PoolProxiedConnection
-    engine: Engine
-    driver: asyncpg.Connection
-    adapter: Any
     orm: Connection | None = None
-    invalidated: bool = False
     # A standalone statement ran (see execute_standalone): it was the session's whole write.
     finished_by: Statement | None = None
-
-    @property
-    def dbapi(self) -> Any:
-        return self.engine.dialect.loaded_dbapi
 
     @property
     def begins(self) -> bool:
@@ -222,18 +214,6 @@ class _Owned:
                 " transaction): nothing may follow it; use execute() for a statement that is"
                 " one of several"
             )
-
-    @property
-    def span_attributes(self) -> dict[str, str]:
-        return {"db.system": "postgresql", "db.name": self.engine.url.database or ""}
-
-    async def invalidate(self, error: BaseException, *, whole_pool: bool) -> None:
-        if self.invalidated:
-            return
-        self.invalidated = True
-        if whole_pool:
-            self.engine.pool._invalidate(self.pooled, error, False)
-        await greenlet_spawn(self.pooled.invalidate, error)
 
     def orm_connection(self) -> Connection:
         """The SQLAlchemy Connection the ORM runs on: this pooled connection, so the ORM's
@@ -499,7 +479,7 @@ async def _on_lent_connection(
         await greenlet_spawn(pooled.close)
 
 
-def _span(tracer: Tracer, held: _Held | _Lent | _Owned, statement: Statement) -> Any:
+def _span(tracer: Tracer, held: _Held | _Lent, statement: Statement) -> Any:
     # Named and described as SQLAlchemy's instrumentation did ("SELECT keelson"), never with a
     # parameter value.
     attributes = {**held.span_attributes, "db.statement": statement.sql}
@@ -511,7 +491,7 @@ def _span(tracer: Tracer, held: _Held | _Lent | _Owned, statement: Statement) ->
 
 
 async def _run(
-    held: _Held | _Lent | _Owned,
+    held: _Held | _Lent,
     statement: Statement,
     call: Any,
     args: tuple[Any, ...],
@@ -554,7 +534,7 @@ _ERROR_CLASSES: dict[str, type[exc.DBAPIError]] = {
 
 
 async def _on_error(
-    held: _Held | _Lent | _Owned, statement: Statement, error: Exception
+    held: _Held | _Lent, statement: Statement, error: Exception
 ) -> tuple[exc.DBAPIError | None, Exception | None]:
     """The DBAPIError to raise for a driver error, and its cause (None: re-raise the error as
     it is). Parameters are never attached (hide_parameters): they can hold password hashes or a
