@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -233,49 +234,58 @@ async def test_a_commit_the_database_refuses_raises_and_stores_nothing(
     assert await _rows_of_t(one_connection) == []
 
 
+@dataclass
+class SharedTable:
+    """A real table (other connections see its rows as soon as they commit), its INSERT, and
+    the rows as a connection of the test's own sees them."""
+
+    insert: Statement
+    observer: asyncpg.Connection
+    name: str
+
+    async def rows(self) -> list[int]:
+        found = await self.observer.fetch(f"SELECT x FROM {self.name} ORDER BY x")  # noqa: S608
+        return [row["x"] for row in found]
+
+
 @pytest.fixture
-async def shared_table(database_url: str) -> AsyncIterator[tuple[str, asyncpg.Connection]]:
-    """A real table (other connections see its rows as soon as they commit) and a connection of
-    the test's own to look."""
+async def shared_table(database_url: str) -> AsyncIterator[SharedTable]:
     name = f"standalone_{uuid.uuid4().hex[:8]}"
     observer = await asyncpg.connect(asyncpg_dsn(database_url))
     await observer.execute(f"CREATE TABLE {name} (x int)")
     try:
-        yield name, observer
+        insert = Statement(sql=f"INSERT INTO {name} VALUES ($1)", params=("x",))  # noqa: S608
+        yield SharedTable(insert=insert, observer=observer, name=name)
     finally:
         await observer.execute(f"DROP TABLE {name}")
         await observer.close()
 
 
 async def test_a_standalone_write_commits_by_itself_and_nothing_may_follow_it(
-    one_connection: Database, shared_table: tuple[str, asyncpg.Connection]
+    one_connection: Database, shared_table: SharedTable
 ) -> None:
-    name, observer = shared_table
-    insert = Statement(sql=f"INSERT INTO {name} VALUES ($1)", params=("x",))  # noqa: S608
     session = one_connection.sessionmaker()
-    await statements.execute_standalone(session, insert, x=1)
-    assert await observer.fetchval(f"SELECT count(*) FROM {name}") == 1  # noqa: S608
+    await statements.execute_standalone(session, shared_table.insert, x=1)
+    assert await shared_table.rows() == [1]  # committed before the session ends
     with pytest.raises(RuntimeError, match="whole write"):
-        await statements.execute(session, insert, x=2)
+        await statements.execute(session, shared_table.insert, x=2)
     with pytest.raises(RuntimeError, match="whole write"):
         await session.connection()  # nor may the ORM
     await end_session(session, writes=True)
     assert one_connection.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
-    assert [r["x"] for r in await observer.fetch(f"SELECT x FROM {name}")] == [1]  # noqa: S608
+    assert await shared_table.rows() == [1]
 
 
 async def test_a_standalone_write_after_another_is_part_of_its_transaction(
-    one_connection: Database, shared_table: tuple[str, asyncpg.Connection]
+    one_connection: Database, shared_table: SharedTable
 ) -> None:
-    name, observer = shared_table
-    insert = Statement(sql=f"INSERT INTO {name} VALUES ($1)", params=("x",))  # noqa: S608
     session = one_connection.sessionmaker()
-    await statements.execute(session, insert, x=1)
-    await statements.execute_standalone(session, insert, x=2)
-    await statements.execute(session, insert, x=3)  # still open: one transaction
-    assert await observer.fetchval(f"SELECT count(*) FROM {name}") == 0  # noqa: S608
+    await statements.execute(session, shared_table.insert, x=1)
+    await statements.execute_standalone(session, shared_table.insert, x=2)
+    await statements.execute(session, shared_table.insert, x=3)  # still open: one transaction
+    assert await shared_table.rows() == []
     await end_session(session, writes=True, error=HTTPException(409))  # rolled back: all of it
-    assert await observer.fetchval(f"SELECT count(*) FROM {name}") == 0  # noqa: S608
+    assert await shared_table.rows() == []
     assert one_connection.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
