@@ -10,12 +10,15 @@ execution context, cursor or Result per statement (SQLAlchemy's share of one aut
 lookup measured ~125 us over a raw asyncpg fetchrow). Rows are asyncpg Records (index and key
 access). What SQLAlchemy did for these statements is kept here, in one place:
 
-- the transaction: a statement in a WriteSession runs inside the session's transaction. The
-  asyncpg adapter begins lazily, on the first statement it executes itself; if it has not yet,
-  the statement begins it *through the adapter* (`_start_transaction`), so the session's commit
-  or rollback (core/db.end_session) ends it and ORM statements later in the session share it. In
-  autocommit (a ReadSession) nothing begins. Inside the tests' savepoint harness the session's
-  SAVEPOINT was already sent, so the adapter is in its transaction and nothing is added.
+- the transaction: a statement in a WriteSession runs inside the session's transaction. When it
+  comes first, it takes the session's connection from the pool itself (`_Owned`) and begins the
+  transaction *through the adapter* (`_start_transaction`); core/db.end_session commits it on the
+  adapter, and an ORM statement later in the session runs on the same connection
+  (`StatementsSession`). When the ORM came first, statements run on its connection and
+  transaction. A `plain_read` statement begins nothing, and `execute_standalone` runs a whole
+  write as its own transaction when none is open. In autocommit (a ReadSession) nothing begins.
+  Inside the tests' savepoint harness the session's SAVEPOINT was already sent, so the adapter is
+  in its transaction and nothing is added.
 - errors: a driver error becomes SQLAlchemy's public `DBAPIError` (the subclass for its SQLSTATE
   class; `orig` the driver's error; statement parameters never attached), so core/db_errors.py
   maps it as before. A connection the error closed is invalidated, with the pool's older
@@ -26,8 +29,9 @@ access). What SQLAlchemy did for these statements is kept here, in one place:
   and returns it as soon as it is done (`LENT_PER_STATEMENT` below).
 
 That relies on three private members of SQLAlchemy's asyncpg adapter and pool (`_transaction`,
-`_start_transaction`, `Pool._invalidate`): tests/core/test_pool_private_api.py fails when they
-change, under the SQLAlchemy minor pyproject.toml pins.
+`_start_transaction`, `Pool._invalidate`) and on `Connection(engine, connection=<pooled>)`:
+tests/core/test_pool_private_api.py fails when they change, under the SQLAlchemy minor
+pyproject.toml pins.
 
 Statements are unnamed behind a transaction-mode pooler: with DB_POOLER=pgbouncer asyncpg's own
 statement cache is off (core/db.driver_connect_args), so each statement's Parse travels with its
