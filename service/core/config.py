@@ -127,6 +127,10 @@ class Settings(BaseSettings):
     database_url: str | None = None
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=5, ge=0, le=200)
+    # How long the pool keeps the overflow connections it no longer needs: closed once more than
+    # db_pool_size connections have been idle for this long; 0 closes one as soon as it is
+    # returned with nobody waiting (SQLAlchemy's QueuePool). core/pool.py.
+    db_pool_overflow_idle_s: float = Field(default=30.0, ge=0, le=3600)
     db_pool_timeout_s: float = Field(default=2.0, gt=0, le=60)
     db_pool_recycle_s: int = Field(default=1800, ge=-1, le=86_400)
     # Not SQLAlchemy's pre-ping: true pings only a connection idle for >= 1 s (the fixed

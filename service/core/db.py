@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.core.config import Settings
 from service.core.errors import DomainError
-from service.core.pool import HandOffQueuePool, pinging_pool
+from service.core.pool import pool_class
 from service.core.statements import (
     LENT_PER_STATEMENT,
     OWNS_CONNECTION,
@@ -71,7 +71,10 @@ def session_timeouts(settings: Settings) -> dict[str, str]:
 
 def build_engine(settings: Settings) -> AsyncEngine:
     """Pool and timeouts come from Settings so operators size them against the DB's budget."""
-    pool_class = pinging_pool(PING_IF_IDLE_FOR_S) if settings.db_pool_pre_ping else HandOffQueuePool
+    pool = pool_class(
+        ping_if_idle_for_s=PING_IF_IDLE_FOR_S if settings.db_pool_pre_ping else None,
+        keep_overflow_idle_s=settings.db_pool_overflow_idle_s,
+    )
     return create_async_engine(
         settings.sqlalchemy_url,
         pool_size=settings.db_pool_size,
@@ -79,8 +82,9 @@ def build_engine(settings: Settings) -> AsyncEngine:
         pool_timeout=settings.db_pool_timeout_s,
         pool_recycle=settings.db_pool_recycle_s,
         pool_pre_ping=False,  # see poolclass
-        # Waiting requests are served in arrival order; idle connections are pinged before use.
-        poolclass=pool_class,
+        # Waiting requests are served in arrival order; idle connections are pinged before use;
+        # a burst's extra connections are kept while they are needed (core/pool.py).
+        poolclass=pool,
         # Errors must not carry statement parameters into logs: they can hold password hashes.
         hide_parameters=True,
         connect_args=driver_connect_args(settings),

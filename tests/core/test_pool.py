@@ -91,3 +91,101 @@ async def test_the_engine_pool_serves_in_arrival_order_and_still_times_out(
         assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     finally:
         await database.dispose()
+
+
+async def _backend_pids(database: Database, how_many: int) -> set[int]:
+    """Checks `how_many` connections out at once and gives them back: their backends' pids."""
+    connections = []
+    try:
+        for _ in range(how_many):
+            connections.append(await database.engine.connect())
+        return {
+            (await c.execute(text("SELECT pg_backend_pid()"))).scalar_one() for c in connections
+        }
+    finally:
+        for connection in connections:
+            await connection.close()
+
+
+async def _open_backends(database_url: str, pids: set[int]) -> set[int]:
+    probe = Database.from_settings(make_settings(database_url, db_pool_size=1, db_max_overflow=0))
+    try:
+        async with probe.engine.connect() as connection:
+            rows = await connection.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE pid = ANY(:pids)"),
+                {"pids": list(pids)},
+            )
+            return {row[0] for row in rows}
+    finally:
+        await probe.dispose()
+
+
+async def test_a_bursts_extra_connections_are_kept_while_needed_then_closed(
+    database_url: str,
+) -> None:
+    settings = make_settings(
+        database_url, db_pool_size=1, db_max_overflow=2, db_pool_overflow_idle_s=1.0
+    )
+    database = Database.from_settings(settings)
+    pool: Any = database.engine.pool
+    try:
+        burst = await _backend_pids(database, 3)
+        assert len(burst) == 3
+        # Returned with nobody waiting: QueuePool closed the two beyond pool_size at once (and
+        # the next burst opened two new backends); here they stay idle.
+        assert (pool.checkedin(), pool.checkedout(), pool.overflow()) == (3, 0, 2)
+        await asyncio.sleep(0.5)
+        assert await _backend_pids(database, 3) == burst  # needed again: the same backends
+        # Given back one by one, so in the second after it no fewer than 2 were idle: only one
+        # was never needed in that time, and only it is closed; a second later the other.
+        await asyncio.sleep(0.5)
+        assert pool.checkedin() == 3
+        await asyncio.sleep(1.0)
+        assert (pool.checkedin(), pool.checkedout(), pool.overflow()) == (2, 0, 1)
+        await asyncio.sleep(1.0)
+        assert (pool.checkedin(), pool.checkedout(), pool.overflow()) == (1, 0, 0)
+        assert len(await _open_backends(database_url, burst)) == 1
+        # The pool may grow again to pool_size + max_overflow, and no further.
+        assert len(await _backend_pids(database, 3)) == 3
+        with pytest.raises(PoolTimeout):
+            await _backend_pids(database, 4)
+        assert pool.checkedout() == 0
+    finally:
+        await database.dispose()
+    assert await _open_backends(database_url, burst) == set()
+
+
+async def test_a_request_that_needs_the_extra_connections_keeps_them_longer(
+    database_url: str,
+) -> None:
+    settings = make_settings(
+        database_url, db_pool_size=1, db_max_overflow=2, db_pool_overflow_idle_s=1.0
+    )
+    database = Database.from_settings(settings)
+    pool: Any = database.engine.pool
+    try:
+        burst = await _backend_pids(database, 3)
+        await asyncio.sleep(0.6)
+        assert await _backend_pids(database, 3) == burst  # all in use again: the period restarts
+        await asyncio.sleep(0.7)  # 1.3 s after the first burst, 0.7 s after the second
+        assert (pool.checkedin(), pool.overflow()) == (3, 2)
+        await asyncio.sleep(0.6)
+        assert pool.checkedin() < 3
+    finally:
+        await database.dispose()
+
+
+async def test_without_keeping_an_overflow_connection_is_closed_when_returned(
+    database_url: str,
+) -> None:
+    settings = make_settings(
+        database_url, db_pool_size=1, db_max_overflow=2, db_pool_overflow_idle_s=0
+    )
+    database = Database.from_settings(settings)
+    pool: Any = database.engine.pool
+    try:
+        burst = await _backend_pids(database, 3)
+        assert (pool.checkedin(), pool.overflow()) == (1, 0)
+        assert len(await _open_backends(database_url, burst)) == 1
+    finally:
+        await database.dispose()

@@ -96,6 +96,22 @@ def test_checkout_and_return_go_through_the_overridden_methods() -> None:
     assert "self._do_return_conn(record)" in inspect.getsource(pool_base.Pool._return_conn)
 
 
+def test_keeping_overflow_connections_counts_them_as_queuepool_does() -> None:
+    """The pool keeps overflow connections in its queue and closes them later the way QueuePool
+    closes one the queue has no room for: `record.close()`, then `_dec_overflow()`; the gauges'
+    checked-out figure is `maxsize - idle + _overflow`, right with kept ones in the queue."""
+    returning = inspect.getsource(QueuePool._do_return_conn)
+    assert "record.close()" in returning
+    assert "self._dec_overflow()" in returning
+    assert _parameters(QueuePool._dec_overflow) == ["self"]
+    assert "self._pool.maxsize - self._pool.qsize() + self._overflow" in inspect.getsource(
+        QueuePool.checkedout
+    )
+    assert "pool_size=self._pool.maxsize" in inspect.getsource(QueuePool.recreate)
+    pool = HandOffQueuePool(creator=lambda: None, pool_size=3, max_overflow=2)  # type: ignore[arg-type]  # never connects
+    assert pool._overflow == -3  # counts from -pool_size, as checkedout() assumes
+
+
 def test_the_idle_ping_uses_the_dialects_do_ping() -> None:
     assert _parameters(PGDialect_asyncpg.do_ping) == ["self", "dbapi_connection"]
     assert "_dialect" in inspect.getsource(pool_base.Pool.__init__)

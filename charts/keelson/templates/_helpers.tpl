@@ -122,6 +122,7 @@ SHUTDOWN_TIMEOUT_S: {{ .Values.lifecycle.shutdownTimeoutSeconds | int | quote }}
 READINESS_TIMEOUT_S: {{ .Values.config.readinessTimeoutSeconds | quote }}
 DB_POOL_SIZE: {{ .Values.database.poolSize | int | quote }}
 DB_MAX_OVERFLOW: {{ .Values.database.maxOverflow | int | quote }}
+DB_POOL_OVERFLOW_IDLE_S: {{ .Values.database.poolOverflowIdleSeconds | quote }}
 DB_POOL_TIMEOUT_S: {{ .Values.database.poolTimeoutSeconds | quote }}
 DB_POOL_RECYCLE_S: {{ .Values.database.poolRecycleSeconds | int | quote }}
 DB_POOL_PRE_PING: {{ .Values.database.poolPrePing | quote }}
