@@ -317,15 +317,16 @@ async def end_statements(session: AsyncSession, *, commit: bool) -> None:
         await owned.end(commit=commit)
 
 
-async def _checkout(engine: Engine) -> Any:
+def _checkout(engine: Engine) -> Any:
     """A connection from the pool; a failure to connect raises as SQLAlchemy's DBAPIError (as
     Engine.connect would), so core/db_errors.py answers it (503 while the server shuts down or
-    refuses more connections), never the adapter's own error as a 500."""
-    # The pool's checkout and return are synchronous SQLAlchemy code that may wait (a full
-    # pool, a reconnect): they run in a greenlet, as everywhere in SQLAlchemy's asyncio API.
+    refuses more connections), never the adapter's own error as a 500.
+
+    The pool's checkout and return are synchronous SQLAlchemy code that may wait (a full pool,
+    a reconnect): call it in a greenlet, as everywhere in SQLAlchemy's asyncio API."""
     dialect = engine.dialect
     try:
-        return await greenlet_spawn(engine.pool.connect)
+        return engine.pool.connect()
     except dialect.loaded_dbapi.Error as error:
         raise exc.DBAPIError.instance(
             None,
@@ -339,7 +340,7 @@ async def _checkout(engine: Engine) -> Any:
 
 
 async def _own(session: AsyncSession, engine: Engine) -> _Owned:
-    pooled = await _checkout(engine)
+    pooled = await greenlet_spawn(_checkout, engine)
     owned = _Owned(
         pooled=pooled,
         engine=engine,
@@ -465,8 +466,18 @@ async def _on_driver(
 async def _on_lent_connection(
     engine: Engine, statement: Statement, args: tuple[Any, ...], method: str
 ) -> Any:
-    """One autocommit statement on a connection lent by the pool and given back right after."""
-    pooled = await _checkout(engine)
+    """One autocommit statement on a connection lent by the pool and given back right after.
+
+    Checkout, statement and return run in one greenlet: a greenlet for the checkout and another
+    for the return cost ~35 us a statement, one for both ~17 us (waiting on the statement from
+    inside it is a switch to the event loop's task and back)."""
+    return await greenlet_spawn(_lent_statement, engine, statement, args, method)
+
+
+def _lent_statement(
+    engine: Engine, statement: Statement, args: tuple[Any, ...], method: str
+) -> Any:
+    pooled = _checkout(engine)
     try:
         lent = _Lent(
             pooled=pooled,
@@ -476,11 +487,11 @@ async def _on_lent_connection(
         )
         call = getattr(lent.driver, method)
         if _tracer is None:
-            return await _run(lent, statement, call, args)
+            return await_(_run(lent, statement, call, args))
         with _span(_tracer, lent, statement):
-            return await _run(lent, statement, call, args)
+            return await_(_run(lent, statement, call, args))
     finally:
-        await greenlet_spawn(pooled.close)
+        pooled.close()
 
 
 def _span(tracer: Tracer, held: _Held | _Lent, statement: Statement) -> Any:
