@@ -228,18 +228,24 @@ class _Owned(_Lent):
 
     async def end(self, *, commit: bool) -> None:
         """Commit (a failing COMMIT raises as a DBAPIError) or roll back, then give the
-        connection back to the pool (whose reset on return rolls back what is left)."""
+        connection back to the pool (whose reset on return rolls back what is left): one
+        greenlet for both."""
+        await greenlet_spawn(self.finish, commit)
+
+    def finish(self, commit: bool) -> None:
+        """`end`, from a greenlet (the ORM session's own commit and close)."""
         try:
-            if commit and not self.invalidated:
+            # No transaction to commit after a standalone statement (it was its own).
+            if commit and not self.invalidated and self.adapter._transaction is not None:
                 try:
-                    await greenlet_spawn(self.adapter.commit)  # DB-API commit: the adapter's
+                    self.adapter.commit()  # DB-API commit: the adapter's
                 except Exception as error:
-                    translated, cause = await _on_error(self, _COMMIT, error)
+                    translated, cause = await_(_on_error(self, _COMMIT, error))
                     if translated is None:
                         raise
                     raise translated from cause
         finally:
-            await greenlet_spawn(self._give_back)
+            self._give_back()
 
     def _give_back(self) -> None:
         if self.orm is not None:
@@ -286,7 +292,7 @@ class StatementsSession(Session):
     def _end_owned(self, *, commit: bool) -> None:
         owned: _Owned | None = self.info.pop(_OWNED, None)
         if owned is not None:
-            await_(owned.end(commit=commit))
+            owned.finish(commit)
 
 
 @event.listens_for(StatementsSession, "after_transaction_end")
