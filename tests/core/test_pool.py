@@ -5,6 +5,8 @@ cancellation."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import pytest
@@ -120,15 +122,24 @@ async def _open_backends(database_url: str, pids: set[int]) -> set[int]:
         await probe.dispose()
 
 
+@asynccontextmanager
+async def _one_plus_two(database_url: str, keep_s: float) -> AsyncIterator[tuple[Database, Any]]:
+    """A pool of 1 connection and 2 of overflow that keeps them for `keep_s`, and its engine's
+    pool (its counters are QueuePool's: overflow() is 0 with exactly pool_size connections)."""
+    settings = make_settings(
+        database_url, db_pool_size=1, db_max_overflow=2, db_pool_overflow_idle_s=keep_s
+    )
+    database = Database.from_settings(settings)
+    try:
+        yield database, database.engine.pool
+    finally:
+        await database.dispose()
+
+
 async def test_a_bursts_extra_connections_are_kept_while_needed_then_closed(
     database_url: str,
 ) -> None:
-    settings = make_settings(
-        database_url, db_pool_size=1, db_max_overflow=2, db_pool_overflow_idle_s=1.0
-    )
-    database = Database.from_settings(settings)
-    pool: Any = database.engine.pool
-    try:
+    async with _one_plus_two(database_url, keep_s=1.0) as (database, pool):
         burst = await _backend_pids(database, 3)
         assert len(burst) == 3
         # Returned with nobody waiting: QueuePool closed the two beyond pool_size at once (and
@@ -150,20 +161,13 @@ async def test_a_bursts_extra_connections_are_kept_while_needed_then_closed(
         with pytest.raises(PoolTimeout):
             await _backend_pids(database, 4)
         assert pool.checkedout() == 0
-    finally:
-        await database.dispose()
-    assert await _open_backends(database_url, burst) == set()
+    assert await _open_backends(database_url, burst) == set()  # disposed: every one closed
 
 
 async def test_a_request_that_needs_the_extra_connections_keeps_them_longer(
     database_url: str,
 ) -> None:
-    settings = make_settings(
-        database_url, db_pool_size=1, db_max_overflow=2, db_pool_overflow_idle_s=1.0
-    )
-    database = Database.from_settings(settings)
-    pool: Any = database.engine.pool
-    try:
+    async with _one_plus_two(database_url, keep_s=1.0) as (database, pool):
         burst = await _backend_pids(database, 3)
         await asyncio.sleep(0.6)
         assert await _backend_pids(database, 3) == burst  # all in use again: the period restarts
@@ -171,21 +175,12 @@ async def test_a_request_that_needs_the_extra_connections_keeps_them_longer(
         assert (pool.checkedin(), pool.overflow()) == (3, 2)
         await asyncio.sleep(0.6)
         assert pool.checkedin() < 3
-    finally:
-        await database.dispose()
 
 
 async def test_without_keeping_an_overflow_connection_is_closed_when_returned(
     database_url: str,
 ) -> None:
-    settings = make_settings(
-        database_url, db_pool_size=1, db_max_overflow=2, db_pool_overflow_idle_s=0
-    )
-    database = Database.from_settings(settings)
-    pool: Any = database.engine.pool
-    try:
+    async with _one_plus_two(database_url, keep_s=0) as (database, pool):
         burst = await _backend_pids(database, 3)
         assert (pool.checkedin(), pool.overflow()) == (1, 0)
         assert len(await _open_backends(database_url, burst)) == 1
-    finally:
-        await database.dispose()
