@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from service.core import metrics
 from service.core.config import Settings
 from service.core.errors import DomainError
 from service.core.pool import pool_class
@@ -75,7 +77,7 @@ def build_engine(settings: Settings) -> AsyncEngine:
         ping_if_idle_for_s=PING_IF_IDLE_FOR_S if settings.db_pool_pre_ping else None,
         keep_overflow_idle_s=settings.db_pool_overflow_idle_s,
     )
-    return create_async_engine(
+    engine = create_async_engine(
         settings.sqlalchemy_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -89,6 +91,14 @@ def build_engine(settings: Settings) -> AsyncEngine:
         hide_parameters=True,
         connect_args=driver_connect_args(settings),
     )
+    # A pool event, so it follows the pool through engine.dispose(); fires once per new
+    # connection, never per checkout.
+    event.listen(engine.sync_engine, "connect", _count_opened_connection)
+    return engine
+
+
+def _count_opened_connection(dbapi_connection: Any, record: Any) -> None:
+    metrics.DB_CONNECTIONS_OPENED.inc()
 
 
 @dataclass(slots=True)

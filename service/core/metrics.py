@@ -53,6 +53,11 @@ DB_POOL_CHECKED_OUT = Gauge(
 DB_POOL_OVERFLOW = Gauge(
     "db_pool_overflow", "Connections open beyond pool_size right now.", namespace=NAMESPACE
 )
+DB_CONNECTIONS_OPENED = Counter(
+    "db_connections_opened",
+    "Connections the pool opened to the database; under steady load it should stay flat.",
+    namespace=NAMESPACE,
+)
 DB_POOL_TIMEOUTS = Counter(
     "db_pool_timeouts",
     "Requests that waited pool_timeout for a connection and gave up.",

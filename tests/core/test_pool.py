@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -184,3 +185,21 @@ async def test_without_keeping_an_overflow_connection_is_closed_when_returned(
         burst = await _backend_pids(database, 3)
         assert (pool.checkedin(), pool.overflow()) == (1, 0)
         assert len(await _open_backends(database_url, burst)) == 1
+
+
+def _connections_opened() -> float:
+    value = REGISTRY.get_sample_value("keelson_db_connections_opened_total")
+    assert value is not None
+    return value
+
+
+@pytest.mark.parametrize(("keep_s", "reopened"), [(0, 2), (30.0, 0)])
+async def test_the_connections_the_pool_opens_are_counted_and_churn_shows(
+    database_url: str, keep_s: float, reopened: int
+) -> None:
+    async with _one_plus_two(database_url, keep_s=keep_s) as (database, _):
+        before = _connections_opened()
+        await _backend_pids(database, 3)
+        assert _connections_opened() - before == 3
+        await _backend_pids(database, 3)  # closed when returned: opened again
+        assert _connections_opened() - before == 3 + reopened

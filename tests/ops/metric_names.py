@@ -27,6 +27,7 @@ CONTRACT_METRICS: dict[str, str] = {
     "keelson_db_pool_checked_out": "gauge",
     "keelson_db_pool_overflow": "gauge",
     "keelson_db_pool_timeouts_total": "counter",
+    "keelson_db_connections_opened_total": "counter",
     "keelson_login_attempts_total": "counter",
     "keelson_ready": "gauge",
     "keelson_build_info": "gauge",
