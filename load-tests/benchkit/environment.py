@@ -78,12 +78,12 @@ class Managed:
 
     def start_keelson(self, extra_env: dict[str, str] | None = None) -> Target:
         self.stop_keelson()
-        port = free_port()
+        port, metrics_port = free_port(), free_port()
         # A free METRICS_PORT too: the default 9090 would collide with another server's.
         env = {
             **self.base_env(),
             "SERVER_PORT": str(port),
-            "METRICS_PORT": str(free_port()),
+            "METRICS_PORT": str(metrics_port),
             **(extra_env or {}),
         }
         self.keelson = Server("keelson", keelson_argv("serve"), env, port, self.logdir)
@@ -96,6 +96,7 @@ class Managed:
             dsn=self.postgres.dsn,
             server=self.keelson,
             postgres=self.postgres,
+            metrics_url=f"http://127.0.0.1:{env['METRICS_PORT']}/metrics",
             quiet_wait_s=self.args.quiet_wait,
             retry_noisy=self.args.retry_noisy,
         )

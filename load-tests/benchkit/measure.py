@@ -127,13 +127,42 @@ def measure(target: Target, case: Case, load: Load, base_url: str | None = None)
     return best
 
 
+OPENED_CONNECTIONS = "keelson_db_connections_opened_total"
+
+
+def counter_value(exposition: str, name: str) -> float | None:
+    """A label-less sample's value in a Prometheus text exposition, None when it is absent."""
+    for line in exposition.splitlines():
+        sample, _, value = line.partition(" ")
+        if sample == name:
+            return float(value)
+    return None
+
+
+def opened_connections(target: Target, case: Case) -> float | None:
+    """How many connections keelson's pool has opened so far (None: not keelson's case)."""
+    if target.metrics_url is None or case.server != "keelson":
+        return None
+    try:
+        body = httpx.get(target.metrics_url, timeout=5).text
+    except httpx.HTTPError as error:
+        log(f"{case.label}: could not read {target.metrics_url}: {error}")
+        return None
+    return counter_value(body, OPENED_CONNECTIONS)
+
+
 def measure_once(target: Target, case: Case, load: Load, url: str, env: dict[str, str]) -> Result:
+    opened_before = opened_connections(target, case)
     stop_accounting = start_accounting(target, case)
     stolen_before = steal_cpu_seconds()
     profiler = start_profiler(target, case, load.duration_s)
     cmd = wrk_command(url, case.script, load.threads, load.connections, load.duration_s)
     result = parse_wrk(case.key, url, cmd, run_wrk(cmd, env, load.duration_s), case.label)
     cpu, foreign = stop_accounting()
+    opened_after = opened_connections(target, case)
+    if opened_before is not None and opened_after is not None:
+        # New database connections during the run: steady load should need none (pool churn).
+        result.extra["db_connections_opened"] = round(opened_after - opened_before)
     result.extra["foreign_cpu_s"] = round(foreign, 2)
     result.extra["steal_cpu_s"] = round(steal_cpu_seconds() - stolen_before, 2)
     if profiler is not None:

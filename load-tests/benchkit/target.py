@@ -36,6 +36,7 @@ class Target:
     server: Server | None = None
     postgres: BenchPostgres | None = None
     aux: Server | None = None  # the baseline server a "hello"/"lean" case runs against
+    metrics_url: str | None = None  # keelson's /metrics (its own port), for the pool's counters
     token: str = ""
     user_id: str = ""
     profile_dir: Path | None = None

@@ -283,3 +283,16 @@ def test_a_failed_migrate_stops_the_runs_postgres(wrk: str) -> None:
     assert started, result.stderr
     assert leaked == [], f"PostgreSQL still running after the run: {leaked}"
     assert not [p for p in started if Path(p).exists()]
+
+
+def test_a_counter_is_read_from_the_exposition_by_its_exact_name() -> None:
+    measure = _benchkit("measure")
+    exposition = (
+        "# HELP keelson_db_connections_opened_total Connections the pool opened.\n"
+        "# TYPE keelson_db_connections_opened_total counter\n"
+        "keelson_db_connections_opened_total 17.0\n"
+        "keelson_db_connections_opened_created 1.7e9\n"
+    )
+    assert measure.counter_value(exposition, measure.OPENED_CONNECTIONS) == 17.0
+    assert measure.counter_value(exposition, "keelson_db_connections_opened") is None
+    assert measure.counter_value("", measure.OPENED_CONNECTIONS) is None

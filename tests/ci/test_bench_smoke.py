@@ -61,6 +61,13 @@ def test_runner_measures_every_case_without_errors(wrk: str, tmp_path: Path) -> 
         assert case["extra"]["steal_cpu_s"] >= 0, name  # the hypervisor's share, per case
         assert case["non_2xx"] == 0, name
         assert sum(case["socket_errors"].values()) == 0, name
+    # keelson's own cases say how many connections its pool opened meanwhile; the hello-world
+    # baseline is another server.
+    for name in ("health", "login", "me", "items", "create"):
+        opened = cases[name]["extra"]["db_connections_opened"]
+        assert isinstance(opened, int), name
+        assert 0 <= opened <= 15, name  # DB_POOL_SIZE + DB_MAX_OVERFLOW
+    assert "db_connections_opened" not in cases["hello"]["extra"]
     logins = cases["login-under-load"]["extra"]["login"]
     assert logins["requests"] > 0
     assert logins["non_2xx"] == 0
