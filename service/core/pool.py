@@ -197,7 +197,9 @@ class HandOffQueuePool(AsyncAdaptedQueuePool):
             task = loop.create_task(greenlet_spawn(self._close_overflow, record))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
-        self._count_idle()  # what is left may still be more than pool_size (pool_size changed)
+        # More may be idle now than the fewest of the period (returned since): their period
+        # starts now.
+        self._count_idle()
 
     def _close_overflow(self, record: ConnectionPoolEntry) -> None:
         try:
