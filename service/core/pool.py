@@ -119,7 +119,9 @@ class HandOffQueuePool(AsyncAdaptedQueuePool):
 
     def __init__(self, creator: Any, pool_size: int = 5, max_overflow: int = 10, **kw: Any):
         super().__init__(creator, pool_size=pool_size, max_overflow=max_overflow, **kw)
-        queue = self._idle_queue
+        queue = self._pool
+        assert isinstance(queue, HandOffQueue)  # built from _queue_class by QueuePool
+        self._idle_queue = queue
         if self.keep_overflow_idle_s > 0 and pool_size > 0 and max_overflow > 0:
             queue.spare = max_overflow
         # Since when more than pool_size connections have been idle, and the fewest idle since.
@@ -127,12 +129,6 @@ class HandOffQueuePool(AsyncAdaptedQueuePool):
         self._fewest_idle = 0
         self._reaper: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
-
-    @property
-    def _idle_queue(self) -> HandOffQueue:
-        queue = self._pool
-        assert isinstance(queue, HandOffQueue)
-        return queue
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         if self.ping_if_idle_for_s is not None:
