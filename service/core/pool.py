@@ -33,8 +33,10 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
-from sqlalchemy.util import await_, greenlet_spawn
+from sqlalchemy.util import await_
 from sqlalchemy.util.queue import Empty, Full, QueueCommon
+
+from service.core.greenlets import run_in_greenlet
 
 
 class HandOffQueue(QueueCommon[ConnectionPoolEntry]):
@@ -190,7 +192,7 @@ class HandOffQueuePool(AsyncAdaptedQueuePool):
         for _ in range(unneeded):
             # The longest idle first (FIFO), as the next checkout would take the other end.
             record = queue._idle.popleft()
-            task = loop.create_task(greenlet_spawn(self._close_overflow, record))
+            task = loop.create_task(run_in_greenlet(self._close_overflow, record))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
         # More may be idle now than the fewest of the period (returned since): their period

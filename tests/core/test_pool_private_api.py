@@ -28,8 +28,10 @@ from sqlalchemy.engine.base import Connection
 from sqlalchemy.pool import Pool, QueuePool
 from sqlalchemy.pool import base as pool_base
 from sqlalchemy.pool import impl as pool_impl
+from sqlalchemy.util import concurrency
 from sqlalchemy.util import queue as sqla_queue
 
+from service.core import greenlets
 from service.core.pool import HandOffQueue, HandOffQueuePool
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
@@ -167,3 +169,12 @@ def test_a_connection_can_be_built_on_a_checked_out_pool_connection() -> None:
     assert "conn.close()" in inspect.getsource(Connection.close)
     commit = inspect.getsource(AsyncAdapt_asyncpg_connection.commit)
     assert "if self._transaction is not None:" in commit
+
+
+def test_await_runs_in_any_greenlet_that_declares_itself_a_provider() -> None:
+    """core/greenlets.py's reused greenlets are not SQLAlchemy's own class: await_ accepts them
+    because they set the marker it checks, and it hands the awaitable to their parent."""
+    source = inspect.getsource(concurrency.await_)
+    assert '"__sqlalchemy_greenlet_provider__"' in source
+    assert "current.parent.switch(awaitable)" in source
+    assert getattr(greenlets._Worker, "__sqlalchemy_greenlet_provider__", False) is True
