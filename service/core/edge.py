@@ -15,9 +15,9 @@ limit, CORS) cost 190 µs of 712 µs; see docs/architecture.md "The edge".
 
 from __future__ import annotations
 
+import random
 import re
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,12 +65,19 @@ def _origin(scope: Scope) -> bytes | None:
     return None
 
 
+def new_request_id() -> str:
+    """32 random hex digits, as uuid4().hex was. An id only joins log lines, it guards nothing,
+    so it comes from the process's PRNG (seeded from os.urandom, reseeded after a fork): ~0.7 us
+    against ~3.4 us and a getrandom() system call per request for uuid4."""
+    return f"{random.getrandbits(128):032x}"  # nosec B311 - not a secret
+
+
 def incoming_request_id(scope: Scope) -> str:
     """The client's X-Request-ID when well formed (so its logs join ours), else a new one."""
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER:
-            return value.decode("ascii") if _VALID_REQUEST_ID.match(value) else uuid.uuid4().hex
-    return uuid.uuid4().hex
+            return value.decode("ascii") if _VALID_REQUEST_ID.match(value) else new_request_id()
+    return new_request_id()
 
 
 def route_templates(routes: Sequence[BaseRoute]) -> dict[int, str]:
@@ -148,6 +155,7 @@ class EdgeMiddleware:
         self.no_store_routes = settings.no_store_routes
         self.constant_answers = dict(settings.constant_answers or {})
         self.cors = settings.cors
+        self.series = metrics.RequestSeries()
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"The request body exceeds {self.max_body_bytes} bytes")
@@ -263,8 +271,7 @@ class EdgeMiddleware:
             metrics.HTTP_IN_FLIGHT.dec()
             duration_s = time.perf_counter() - started_at
             route = route_template(scope)
-            metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            metrics.HTTP_REQUEST_DURATION.labels(method, route).observe(duration_s)
+            self.series.observe(method, route, str(status), duration_s)
             if self.access_log:
                 state: dict[str, Any] = scope.get("state") or {}
                 access_log.info(
@@ -300,7 +307,4 @@ class EdgeMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": answer.body})
-        metrics.HTTP_REQUESTS.labels("GET", answer.route, "200").inc()
-        metrics.HTTP_REQUEST_DURATION.labels("GET", answer.route).observe(
-            time.perf_counter() - started_at
-        )
+        self.series.observe("GET", answer.route, "200", time.perf_counter() - started_at)
