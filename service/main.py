@@ -30,6 +30,7 @@ from service.core.errors import install_error_handlers
 from service.core.logging import configure_logging, flush_logs
 from service.core.mailer import Mailer
 from service.core.rate_limits import install_rate_limit_handler
+from service.core.routing import include_routes
 from service.core.security import PasswordHashing, TokenCodec
 from service.core.tables import discover_models
 from service.core.telemetry import (
@@ -129,10 +130,10 @@ def create_app(
     install_db_error_handlers(app)
     install_rate_limit_handler(app)
     for router in API_ROUTERS:
-        app.include_router(router, prefix=API_PREFIX, responses=API_RESPONSES)
+        include_routes(app, router, prefix=API_PREFIX, responses=API_RESPONSES)
     if settings.environment is Environment.LOCAL:  # the template serves it in development only
-        app.include_router(private_users_router, prefix=API_PREFIX, responses=API_RESPONSES)
-    app.include_router(ops_router)
+        include_routes(app, private_users_router, prefix=API_PREFIX, responses=API_RESPONSES)
+    include_routes(app, ops_router)
     if settings.docs_enabled:
         install_docs(app, openapi_url=OPENAPI_URL, title=settings.project_name)
     app.state.route_templates = route_templates(app.routes)

@@ -1,7 +1,8 @@
-"""The /api/v1 routers: one per domain, each included straight into the app.
+"""The /api/v1 routers: one per domain, their routes put in the app's own table.
 
-No umbrella APIRouter: every nesting level is walked again on every request (FastAPI matches
-routes level by level), and the hot routes come first because matching is a linear scan.
+create_app includes them with core/routing.include_routes, not include_router: FastAPI matches
+included routers level by level, twice at each. The hot routes come first because matching is
+a linear scan.
 """
 
 from fastapi import APIRouter

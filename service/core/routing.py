@@ -20,13 +20,14 @@ works the mode out once, from the endpoint's dependency tree, when the route is 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+import inspect
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from email.message import Message
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, params
+from fastapi import APIRouter, Depends, FastAPI, params
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -224,3 +225,42 @@ class KeelsonRoute(APIRoute):
 def api_router(**kwargs: Any) -> APIRouter:
     """The router every domain's routes.py makes (same arguments as APIRouter)."""
     return APIRouter(route_class=KeelsonRoute, **kwargs)
+
+
+# Every option of a route, by the name add_api_route takes it under and APIRoute keeps it under.
+_ROUTE_OPTIONS = tuple(
+    name
+    for name in inspect.signature(APIRouter.add_api_route).parameters
+    if name not in ("self", "route_class_override")
+)
+
+
+def include_routes(
+    app: FastAPI,
+    router: APIRouter,
+    *,
+    prefix: str = "",
+    responses: Mapping[int | str, dict[str, Any]] | None = None,
+) -> None:
+    """`app.include_router(router, prefix=..., responses=...)`, with the routes in the app's
+    own table instead of behind an included router.
+
+    FastAPI 0.165 matches included routers level by level, and twice at each level (the
+    included router's `matches`, then its `_handle_selected`), with a saved and restored scope
+    key per route it passes: GET /users/me spent ~12% of its instructions there (callgrind,
+    docs/load-testing.md "Issue 14, fifth round"). Here each route is made again on the app's
+    router with the options it was declared with, the prefix and the shared responses added as
+    include_router adds them; the app's dependency overrides apply to it as to any app route.
+    An option FastAPI adds to add_api_route that its APIRoute does not keep under the same name
+    fails here, at start-up, not silently (tests/core/test_routing.py compares both ways of
+    including on every route and on the whole OpenAPI document)."""
+    for route in router.routes:
+        if not isinstance(route, APIRoute):
+            raise TypeError(f"{route!r}: only API routes can be included flat")
+        missing = [name for name in _ROUTE_OPTIONS if not hasattr(route, name)]
+        if missing:
+            raise TypeError(f"APIRoute no longer keeps add_api_route's {missing}")
+        options = {name: getattr(route, name) for name in _ROUTE_OPTIONS}
+        options["path"] = prefix + route.path
+        options["responses"] = {**(responses or {}), **route.responses}
+        app.router.add_api_route(**options, route_class_override=type(route))
