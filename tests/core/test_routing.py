@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.datastructures import DefaultPlaceholder
@@ -17,6 +16,7 @@ from service.api import ops
 from service.api.v1 import API_PREFIX, API_RESPONSES, API_ROUTERS
 from service.core.routing import KeelsonRoute, SessionMode, include_routes
 from service.users import private_routes
+from tests.support.clients import asgi_client
 
 
 def _api_routes(app: FastAPI) -> dict[str, APIRoute]:
@@ -150,8 +150,7 @@ async def _hello(word: Annotated[str, Depends(_greeting)]) -> dict[str, str]:
 async def test_the_apps_dependency_overrides_reach_a_route_included_flat() -> None:
     app = FastAPI()
     include_routes(app, _greeter, prefix="/api")
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with asgi_client(app) as client:
         assert (await client.get("/api/hello/")).json() == {"word": "declared"}
         app.dependency_overrides[_greeting] = lambda: "overridden"
         assert (await client.get("/api/hello/")).json() == {"word": "overridden"}
