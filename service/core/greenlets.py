@@ -15,8 +15,10 @@ next call.
   back its result or raises its exception inside `fn` (cancellation included);
 - what `fn` returns is returned, what it raises is raised, with its traceback.
 
-A greenlet goes back to the idle list only once `fn` has ended; one whose call was abandoned (its
-task destroyed while `fn` waited) is never lent again. At most `MAX_IDLE` are kept.
+A greenlet goes back to its thread's idle list only once `fn` has ended; one whose call was
+abandoned (its task destroyed while `fn` waited) is never lent again. At most `MAX_IDLE` are kept
+per thread: a greenlet can only be switched to from the thread that made it (a test client that
+runs the app on its own thread and event loop gets its own).
 
 SQLAlchemy's `await_` accepts any greenlet whose class sets `__sqlalchemy_greenlet_provider__`
 and switches to its parent: tests/core/test_pool_private_api.py fails if that changes.
@@ -25,6 +27,7 @@ and switches to its parent: tests/core/test_pool_private_api.py fails if that ch
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -74,24 +77,30 @@ def _work(call: _Call) -> None:
         call = cast("_Call", caller.switch(outcome))
 
 
-_idle: list[_Worker] = []
+class _Idle(threading.local):
+    def __init__(self) -> None:
+        self.workers: list[_Worker] = []
+
+
+_idle = _Idle()
 
 
 async def run_in_greenlet[T](fn: Callable[..., T], *args: Any) -> T:
     """`fn(*args)` on a reused greenlet, where it may `await_` (see the module docstring)."""
     caller = getcurrent()
-    worker = _idle.pop() if _idle else _Worker(_work)
+    idle = _idle.workers
+    worker = idle.pop() if idle else _Worker(_work)
     worker.parent = caller
     worker.gr_context = caller.gr_context
     result: Any = worker.switch((fn, args))
     while True:
         if type(result) is _Done:
             value: T = result.value
-            _park(worker)
+            _park(worker, idle)
             return value
         if type(result) is _Failed:
             error = result.error
-            _park(worker)
+            _park(worker, idle)
             try:
                 raise error
             finally:
@@ -104,8 +113,8 @@ async def run_in_greenlet[T](fn: Callable[..., T], *args: Any) -> T:
             result = worker.switch(awaited)
 
 
-def _park(worker: _Worker) -> None:
+def _park(worker: _Worker, idle: list[_Worker]) -> None:
     # The context goes with the call: an idle worker keeps no request's contextvars alive.
     worker.gr_context = None
-    if len(_idle) < MAX_IDLE:
-        _idle.append(worker)
+    if len(idle) < MAX_IDLE:
+        idle.append(worker)

@@ -120,7 +120,7 @@ async def test_the_function_runs_in_the_callers_context() -> None:
         ("b", "set inside"),
     ]
     # An idle greenlet keeps no caller's context.
-    assert all(worker.gr_context is None for worker in greenlets._idle)
+    assert all(worker.gr_context is None for worker in greenlets._idle.workers)
 
 
 async def test_concurrent_calls_never_share_a_greenlet() -> None:
@@ -136,7 +136,7 @@ async def test_concurrent_calls_never_share_a_greenlet() -> None:
     workers = await asyncio.gather(*calls)
 
     assert len({id(worker) for worker in workers}) == 3
-    assert len(greenlets._idle) <= greenlets.MAX_IDLE
+    assert len(greenlets._idle.workers) <= greenlets.MAX_IDLE
 
 
 async def test_a_call_in_progress_is_never_lent_to_another() -> None:
@@ -152,3 +152,21 @@ async def test_a_call_in_progress_is_never_lent_to_another() -> None:
     release.set()
 
     assert await held is not other
+
+
+async def test_each_thread_has_its_own_greenlets() -> None:
+    """A greenlet runs only on the thread that made it: an app served on another thread's
+    event loop (a sync test client) must never be handed one of this thread's."""
+    here = await run_in_greenlet(getcurrent)
+
+    def on_another_thread() -> tuple[object, object]:
+        async def twice() -> tuple[object, object]:
+            return await run_in_greenlet(getcurrent), await run_in_greenlet(getcurrent)
+
+        return asyncio.run(twice())
+
+    first, second = await asyncio.to_thread(on_another_thread)
+
+    assert first is second
+    assert first is not here
+    assert await run_in_greenlet(getcurrent) is here
