@@ -49,7 +49,7 @@ class _Failed:
     __slots__ = ("error",)
 
     def __init__(self, error: BaseException) -> None:
-        self.error = error
+        self.error: BaseException | None = error
 
 
 type _Call = tuple[Callable[..., Any], tuple[Any, ...]]
@@ -64,6 +64,7 @@ def _work(call: _Call) -> None:
     """The worker's whole life: run a call, hand its outcome to the parent, wait for the next."""
     while True:
         fn, args = call
+        del call
         outcome: _Done | _Failed
         try:
             outcome = _Done(fn(*args))
@@ -94,12 +95,17 @@ async def run_in_greenlet[T](fn: Callable[..., T], *args: Any) -> T:
     worker.gr_context = caller.gr_context
     result: Any = worker.switch((fn, args))
     while True:
+        # The outcome is emptied before the worker parks: the parked frame still refers to it,
+        # and must keep neither the last result nor an error's traceback alive.
         if type(result) is _Done:
             value: T = result.value
+            result.value = None
             _park(worker, idle)
             return value
         if type(result) is _Failed:
             error = result.error
+            result.error = None
+            assert error is not None
             _park(worker, idle)
             try:
                 raise error

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import traceback
+import weakref
 
 import pytest
 from greenlet import getcurrent
@@ -170,3 +171,31 @@ async def test_each_thread_has_its_own_greenlets() -> None:
     assert first is second
     assert first is not here
     assert await run_in_greenlet(getcurrent) is here
+
+
+class _Payload:
+    pass
+
+
+async def test_a_parked_greenlet_keeps_neither_its_last_result_nor_its_last_error() -> None:
+    """An idle greenlet's frame still refers to the outcome it handed over: emptied, it keeps no
+    request's rows, connection or traceback alive."""
+
+    def returns() -> _Payload:
+        return _Payload()
+
+    result = await run_in_greenlet(returns)
+    returned = weakref.ref(result)
+    del result
+    assert returned() is None
+
+    payload = _Payload()
+    referenced = weakref.ref(payload)
+
+    def raises(held: _Payload) -> None:
+        raise Boom("with a local")
+
+    with pytest.raises(Boom):
+        await run_in_greenlet(raises, payload)
+    del payload
+    assert referenced() is None
