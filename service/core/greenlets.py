@@ -33,8 +33,9 @@ from typing import Any, cast
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
-# More than the connections a process can use at once (DB_POOL_SIZE + DB_POOL_MAX_OVERFLOW),
-# since each call holds at most one.
+# Greenlets kept per thread. A call holds at most one pooled connection, so more calls at once
+# than this needs a pool above the default 10 + 5; past it, a greenlet is made for the call as
+# greenlet_spawn would, and dropped afterwards.
 MAX_IDLE = 64
 
 
