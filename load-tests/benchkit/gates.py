@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from .cases import (
     CASES,
     HEALTH_VS_HELLO,
+    LEAN_P99_FACTOR,
     LEAN_SHARE,
     LOGIN_UNDER_LOAD,
     LOGIN_UNDER_LOAD_P99_MS,
@@ -98,7 +99,7 @@ def evaluate(
         )
     for key in ("me", "items", "create"):
         lean = results.get(f"lean-{key}")
-        if key in results and lean is not None and lean.rps:
+        if key in results and lean is not None and lean.rps and lean.p99_ms:
             share = results[key].rps / lean.rps
             checks.append(
                 Check(
@@ -107,6 +108,18 @@ def evaluate(
                     f"{share:.0%}",
                     share >= LEAN_SHARE,
                     False,
+                )
+            )
+            # Gated whatever gate_latency says: both p99s come from the same host minutes apart,
+            # so this holds where the absolute budgets do not, and still catches a regression.
+            limit_ms = LEAN_P99_FACTOR * lean.p99_ms
+            checks.append(
+                Check(
+                    f"{key}: p99 vs the lean implementation, same run",
+                    f"<= {LEAN_P99_FACTOR:g}x its {lean.p99_ms:.1f} ms = {limit_ms:.1f} ms",
+                    f"{results[key].p99_ms:.1f} ms ({results[key].p99_ms / lean.p99_ms:.2f}x)",
+                    results[key].p99_ms <= limit_ms,
+                    True,
                 )
             )
     if LOGIN_UNDER_LOAD in results:

@@ -177,6 +177,36 @@ def test_report_latency_reports_a_p99_miss_and_still_gates_the_rest(gates: Modul
     assert (p99.met, p99.gated, p99.value) == (False, False, "26.0 ms")
 
 
+def test_p99_against_the_same_runs_lean_baseline_is_gated_even_when_latency_is_reported(
+    gates: ModuleType,
+) -> None:
+    results = {
+        "me": _result("me", p99_ms=41.0),
+        "lean-me": _result("lean-me", p99_ms=20.0),
+        "items": _result("items", p99_ms=70.0),
+        "lean-items": _result("lean-items", p99_ms=35.0),
+    }
+    checks = gates.evaluate(results, gate_throughput=False, gate_latency=False)
+    # 41 > 2 x 20 fails; 70 = 2 x 35 holds; the absolute budgets (25 / 60 ms) are only reported.
+    assert _missed(checks) == {"me: p99 vs the lean implementation, same run"}
+    [me] = [c for c in checks if c.name == "me: p99 vs the lean implementation, same run"]
+    assert (me.target, me.value) == ("<= 2x its 20.0 ms = 40.0 ms", "41.0 ms (2.05x)")
+    reported = {c.name for c in checks if not c.gated and not c.met}
+    assert reported == {"me: p99", "items: p99"}
+
+
+def test_no_lean_baseline_in_the_run_means_no_relative_p99_check(gates: ModuleType) -> None:
+    checks = gates.evaluate({"me": _result("me", p99_ms=200.0)}, gate_throughput=False)
+    assert not [c for c in checks if "lean" in c.name]
+    assert _missed(checks) == {"me: p99"}
+
+
+def test_the_default_run_measures_each_database_case_next_to_its_lean_baseline() -> None:
+    defaults = _benchkit("cases").DEFAULT_CASES
+    for key in ("me", "items", "create"):
+        assert defaults[defaults.index(key) + 1] == f"lean-{key}"
+
+
 def test_gate_fails_on_any_non_2xx(gates: ModuleType) -> None:
     checks = gates.evaluate({"items": _result("items", non_2xx=1)}, gate_throughput=False)
     assert _missed(checks) == {"items: every response 2xx"}
