@@ -14,7 +14,18 @@ from tests.support.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "load-tests" / "bench.py"
-EVERY_CASE = {"hello", "health", "login", "me", "items", "create", "login-under-load"}
+EVERY_CASE = {
+    "hello",
+    "health",
+    "login",
+    "me",
+    "lean-me",
+    "items",
+    "lean-items",
+    "create",
+    "lean-create",
+    "login-under-load",
+}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +78,13 @@ def test_runner_measures_every_case_without_errors(wrk: str, tmp_path: Path) -> 
         opened = cases[name]["extra"]["db_connections_opened"]
         assert isinstance(opened, int), name
         assert 0 <= opened <= 15, name  # DB_POOL_SIZE + DB_MAX_OVERFLOW
-    assert "db_connections_opened" not in cases["hello"]["extra"]
+    for name in ("hello", "lean-me", "lean-items", "lean-create"):
+        assert "db_connections_opened" not in cases[name]["extra"], name
+    # The default run has each case's lean counterpart, so the relative p99 gate was evaluated.
+    relative = {c["name"] for c in server["checks"] if "same run" in c["name"] and c["gated"]}
+    assert relative == {
+        f"{key}: p99 vs the lean implementation, same run" for key in ("me", "items", "create")
+    }
     logins = cases["login-under-load"]["extra"]["login"]
     assert logins["requests"] > 0
     assert logins["non_2xx"] == 0
