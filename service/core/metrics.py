@@ -30,7 +30,8 @@ HTTP_REQUEST_DURATION = Histogram(
 
 class RequestSeries:
     """HTTP_REQUESTS and HTTP_REQUEST_DURATION for one answer, with each label set's children
-    looked up once: prometheus_client's `labels()` costs ~1.4 us a call, two per request.
+    looked up once: prometheus_client's `labels()` cost 1.9 us (the counter) and 2.3 us (the
+    histogram) per request, against 0.45 and 1.05 us for the cached children.
 
     At most `max_kept` label sets are remembered (methods come from clients); past that a label
     set is looked up on every request, as before."""
