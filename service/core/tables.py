@@ -46,13 +46,14 @@ def purge_batch(
     table: type[SQLModel],
     key: tuple[Column, ...],
     expired: ColumnElement[bool],
-    limit: int,
+    limit: int | ColumnElement[int],
     *,
     oldest_first: Column | None = None,
 ) -> Delete:
     """DELETE up to `limit` rows matching `expired`, named by their `key` columns, skipping rows
     another transaction holds locked: bounded work per call whatever the table holds, and a
-    purge never waits behind (or deadlocks with) the request using a row."""
+    purge never waits behind (or deadlocks with) the request using a row. `limit` is a
+    `bindparam` when the statement is compiled once (core/statements.py)."""
     batch = select(*key).where(expired).limit(limit).with_for_update(skip_locked=True)
     if oldest_first is not None:
         batch = batch.order_by(oldest_first)
