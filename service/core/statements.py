@@ -409,6 +409,11 @@ async def execute(session: AsyncSession, statement: Statement, **values: Any) ->
     return tag
 
 
+def rows_affected(tag: str) -> int:
+    """The row count of a command tag `execute` returned ("UPDATE 3" -> 3, "INSERT 0 1" -> 1)."""
+    return int(tag.rsplit(" ", 1)[1])
+
+
 async def execute_standalone(session: AsyncSession, statement: Statement, **values: Any) -> str:
     """`execute` for a statement that is a whole write by itself (one INSERT).
 

@@ -1,4 +1,13 @@
-"""Queries on the idempotency_keys table."""
+"""Queries on the idempotency_keys table: named statements compiled once from the table, run on
+the driver (core/statements.py runs them; rows are asyncpg Records).
+
+`response_body` is JSONB. On the raw asyncpg connection SQLAlchemy's JSON type no longer
+(de)serialises it; the jsonb codec SQLAlchemy's asyncpg dialect registers on every connection it
+opens (`setup_asyncpg_jsonb_codec`, in `on_connect`) does the driver's part: it takes the JSON
+*text* (a str: a dict or bytes is refused) and gives back the decoded value (`json.loads`), SQL
+NULL as None. So the body is written as canonical JSON text and read as it comes; rows stored
+by SQLAlchemy's serializer before read back the same (jsonb keeps the value, not the spelling).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +16,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, null, update
+from sqlalchemy import Integer, Interval, Table, Uuid, bindparam, func, null, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from service.core.digests import canonical_json
+from service.core.statements import compile_statement, execute, fetch_one, rows_affected
 from service.core.tables import purge_batch
 from service.idempotency.models import IdempotencyKey
+
+idempotency_keys: Table = IdempotencyKey.metadata.tables["idempotency_keys"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +35,33 @@ class StoredKey:
     response_body: dict[str, Any] | None
 
 
-def _this_key(user_id: uuid.UUID, key: str) -> Any:
-    return (col(IdempotencyKey.user_id) == user_id) & (col(IdempotencyKey.key) == key)
+_THIS_KEY = (idempotency_keys.c.user_id == bindparam("user_id", type_=Uuid)) & (
+    idempotency_keys.c.key == bindparam("key")
+)
+
+
+_NOW = func.now()
+_NEW = insert(idempotency_keys).values(
+    user_id=bindparam("user_id", type_=Uuid),
+    key=bindparam("key"),
+    request_fingerprint=bindparam("fingerprint"),
+    created_at=_NOW,
+    expires_at=_NOW + bindparam("ttl", type_=Interval),
+)
+_CLAIM = compile_statement(
+    _NEW.on_conflict_do_update(
+        index_elements=[idempotency_keys.c.user_id, idempotency_keys.c.key],
+        set_={
+            "request_fingerprint": _NEW.excluded.request_fingerprint,
+            # SQL NULL (a literal, not a parameter): "no answer yet", never the JSON value null.
+            "response_status": null(),
+            "response_body": null(),
+            "created_at": _NEW.excluded.created_at,
+            "expires_at": _NEW.excluded.expires_at,
+        },
+        where=idempotency_keys.c.expires_at < _NOW,
+    ).returning(idempotency_keys.c.user_id)
+)
 
 
 async def claim_key(
@@ -36,55 +73,71 @@ async def claim_key(
     unique-index check) until that transaction commits (we then get False) or rolls back (the key
     is free again and we own it).
     """
-    now = func.now()
-    new = insert(IdempotencyKey).values(
+    claimed = await fetch_one(
+        session,
+        _CLAIM,
         user_id=user_id,
         key=key,
-        request_fingerprint=fingerprint,
-        created_at=now,
-        expires_at=now + timedelta(seconds=ttl_s),
+        fingerprint=fingerprint,
+        ttl=timedelta(seconds=ttl_s),
     )
-    claim = new.on_conflict_do_update(
-        index_elements=[col(IdempotencyKey.user_id), col(IdempotencyKey.key)],
-        set_={
-            "request_fingerprint": new.excluded.request_fingerprint,
-            "response_status": null(),
-            "response_body": null(),
-            "created_at": new.excluded.created_at,
-            "expires_at": new.excluded.expires_at,
-        },
-        where=col(IdempotencyKey.expires_at) < now,
-    ).returning(col(IdempotencyKey.user_id))
-    claimed = (await session.exec(claim)).first()
     return claimed is not None
 
 
+_GET = compile_statement(
+    select(
+        idempotency_keys.c.request_fingerprint,
+        idempotency_keys.c.response_status,
+        idempotency_keys.c.response_body,
+    ).where(_THIS_KEY)
+)
+
+
 async def get_key(session: AsyncSession, *, user_id: uuid.UUID, key: str) -> StoredKey | None:
-    query = select(
-        col(IdempotencyKey.request_fingerprint),
-        col(IdempotencyKey.response_status),
-        col(IdempotencyKey.response_body),
-    ).where(_this_key(user_id, key))
-    row = (await session.exec(query)).first()
-    return None if row is None else StoredKey(*row)
+    row = await fetch_one(session, _GET, user_id=user_id, key=key)
+    if row is None:
+        return None
+    return StoredKey(
+        request_fingerprint=row["request_fingerprint"],
+        response_status=row["response_status"],
+        response_body=row["response_body"],  # decoded by the connection's jsonb codec
+    )
+
+
+_STORE = compile_statement(
+    update(idempotency_keys)
+    .where(_THIS_KEY)
+    .values(
+        response_status=bindparam("status", type_=Integer),
+        response_body=bindparam("body"),  # $n::JSONB, the JSON text
+    )
+)
 
 
 async def store_response(
     session: AsyncSession, *, user_id: uuid.UUID, key: str, status: int, body: dict[str, Any]
 ) -> None:
-    await session.exec(
-        update(IdempotencyKey)
-        .where(_this_key(user_id, key))
-        .values(response_status=status, response_body=body)
+    await execute(
+        session,
+        _STORE,
+        user_id=user_id,
+        key=key,
+        status=status,
+        body=canonical_json(body).decode(),
     )
+
+
+_PURGE = compile_statement(
+    purge_batch(
+        IdempotencyKey,
+        (idempotency_keys.c.user_id, idempotency_keys.c.key),
+        idempotency_keys.c.expires_at < func.now(),
+        bindparam("limit", type_=Integer),
+        oldest_first=idempotency_keys.c.expires_at,
+    )
+)
 
 
 async def delete_expired(session: AsyncSession, *, limit: int) -> int:
     """Delete up to `limit` expired keys (oldest first); returns how many went."""
-    expires_at = col(IdempotencyKey.expires_at)
-    key = (col(IdempotencyKey.user_id), col(IdempotencyKey.key))
-    purge = purge_batch(
-        IdempotencyKey, key, expires_at < func.now(), limit, oldest_first=expires_at
-    )
-    deleted = await session.exec(purge.returning(col(IdempotencyKey.key)))
-    return len(deleted.all())
+    return rows_affected(await execute(session, _PURGE, limit=limit))

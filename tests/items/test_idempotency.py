@@ -14,6 +14,7 @@ from sqlalchemy import delete, update
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from service.idempotency import repository
 from service.idempotency import service as idempotency
 from service.idempotency.models import IdempotencyKey
 from service.items import routes as items_routes
@@ -266,6 +267,63 @@ async def test_purge_deletes_only_expired_keys(
     keys = (await session.exec(select(IdempotencyKey.key))).all()
     assert keys == ["live"]
     assert len(await items_of(session, user.id)) == 3  # purging keys never touches items
+
+
+async def test_the_repository_stores_the_body_as_a_json_object_and_reads_it_back(
+    user: User, session: AsyncSession
+) -> None:
+    """The named statements write the body as JSON text into jsonb (the connection's codec),
+    never a JSON string holding JSON; no answer yet is SQL NULL; a body SQLAlchemy's serializer
+    stored reads back the same."""
+    body: dict[str, Any] = {
+        "title": "Caf\u00e9 \u2615 \u65e5\u672c \U0001f95b",
+        "looks_like_json": '{"not": "decoded"}',
+        "count": 42,
+        "big": 2**53 + 1,
+        "price": 12.5,
+        "negative": -7,
+        "flag": True,
+        "nothing": None,
+        "nested": {"a": {"b": [1, "two", None]}},
+        "list": [1, 2.5, "x", {"k": "v"}, []],
+    }
+    column = col(IdempotencyKey.response_body)
+
+    async def stored_types() -> tuple[Any, ...]:
+        query = select(
+            func.jsonb_typeof(column),
+            func.jsonb_typeof(column["nested"]),
+            func.jsonb_typeof(column["list"]),
+            column["title"].astext,
+        ).where(col(IdempotencyKey.user_id) == user.id, col(IdempotencyKey.key) == "k")
+        return tuple((await session.exec(query)).one())
+
+    assert await repository.claim_key(
+        session, user_id=user.id, key="k", fingerprint="f" * 64, ttl_s=60
+    )
+    assert await repository.get_key(session, user_id=user.id, key="other") is None
+    claimed = await repository.get_key(session, user_id=user.id, key="k")
+    assert claimed == repository.StoredKey("f" * 64, None, None)
+    assert await stored_types() == (None, None, None, None)  # SQL NULL, not JSON null
+
+    await repository.store_response(session, user_id=user.id, key="k", status=201, body=body)
+    stored = await repository.get_key(session, user_id=user.id, key="k")
+    assert stored == repository.StoredKey("f" * 64, 201, body)
+    assert stored is not None
+    assert stored.response_body is not None
+    assert type(stored.response_body["big"]) is int
+    assert await stored_types() == ("object", "object", "array", body["title"])
+
+    # As the ORM stored bodies before the named statements (SQLAlchemy's JSON serializer).
+    older = {**body, "title": "older \u00e9"}
+    await session.exec(
+        update(IdempotencyKey)
+        .where(col(IdempotencyKey.user_id) == user.id, col(IdempotencyKey.key) == "k")
+        .values(response_body=older)
+    )
+    assert await repository.get_key(session, user_id=user.id, key="k") == repository.StoredKey(
+        "f" * 64, 201, older
+    )
 
 
 # -- two real transactions (own pool on the committed test database) ---------------------------
