@@ -176,7 +176,7 @@ def migrate(settings: Settings, *, revision: str = "head") -> None:
 
 
 async def _seed(settings: Settings) -> bool:
-    from service.users.repository import insert_user_if_absent
+    from service.users.repository import add_user, new_account
 
     discover_models()
     passwords = PasswordHashing(settings)
@@ -184,19 +184,16 @@ async def _seed(settings: Settings) -> bool:
         settings.sqlalchemy_url, connect_args=driver_connect_args(settings)
     )
     try:
+        account = new_account(
+            email=str(settings.first_superuser),
+            hashed_password=await passwords.hash(
+                settings.first_superuser_password.get_secret_value()
+            ),
+            full_name="Administrator",
+            is_superuser=True,
+        )
         async with session_factory(engine)() as session:
-            created = await insert_user_if_absent(
-                session,
-                {
-                    "email": str(settings.first_superuser),
-                    "hashed_password": await passwords.hash(
-                        settings.first_superuser_password.get_secret_value()
-                    ),
-                    "is_superuser": True,
-                    "is_active": True,
-                    "full_name": "Administrator",
-                },
-            )
+            created = await add_user(session, account)  # race-free: ON CONFLICT DO NOTHING
             await session.commit()
             return created
     finally:

@@ -6,6 +6,7 @@ Tokens are stored only as SHA-256 digests: a copy of these tables lets nobody si
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, String, Uuid, func, text
@@ -60,6 +61,19 @@ class RefreshToken(SQLModel, table=True):
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RefreshTokenRow:
+    """A refresh_tokens row as a refresh reads it (locked): never its digest."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    family_id: uuid.UUID
+    credentials_generation: int
+    expires_at: datetime
+    rotated_at: datetime | None
+    revoked_at: datetime | None
+
+
 class PasswordResetToken(SQLModel, table=True):
     """A single-use password-reset token; `used_at` is set when it is spent or cancelled."""
 
@@ -77,6 +91,16 @@ class PasswordResetToken(SQLModel, table=True):
     used_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ResetTokenRow:
+    """A password_reset_tokens row as a reset reads it (locked): never its digest."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    expires_at: datetime
+    used_at: datetime | None
 
 
 class LoginThrottle(SQLModel, table=True):

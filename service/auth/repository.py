@@ -1,4 +1,5 @@
-"""Queries on the auth tables: refresh tokens, password-reset tokens, login-throttle counters."""
+"""Queries on the auth tables (refresh tokens, password-reset tokens, login-throttle counters):
+named statements compiled once from the tables, run on the driver (core/statements.py)."""
 
 from __future__ import annotations
 
@@ -6,120 +7,272 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import case, delete, func, literal, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlmodel import col, select
+import asyncpg
+from sqlalchemy import (
+    DateTime,
+    Interval,
+    Table,
+    Uuid,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.sql.elements import BindParameter, ColumnClause
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from service.auth.models import LoginThrottle, PasswordResetToken, RefreshToken
+from service.auth.models import (
+    LoginThrottle,
+    PasswordResetToken,
+    RefreshToken,
+    RefreshTokenRow,
+    ResetTokenRow,
+)
+from service.core.statements import (
+    Statement,
+    compile_statement,
+    execute,
+    fetch,
+    fetch_one,
+    rows_affected,
+)
 from service.core.tables import purge_batch
+
+refresh_tokens: Table = RefreshToken.metadata.tables["refresh_tokens"]
+reset_tokens: Table = PasswordResetToken.metadata.tables["password_reset_tokens"]
+login_throttle: Table = LoginThrottle.metadata.tables["login_throttle"]
+
+_USER_ID = bindparam("user_id", type_=Uuid)
+_NOW = bindparam("now", type_=DateTime(timezone=True))
+_LIMIT: BindParameter[int] = bindparam("limit")
+_ONE: ColumnClause[int] = literal_column("1")
 
 # -- refresh tokens
 
+_ADD_REFRESH_TOKEN = compile_statement(
+    insert(refresh_tokens).values(
+        id=bindparam("id", type_=Uuid),
+        user_id=_USER_ID,
+        family_id=bindparam("family_id", type_=Uuid),
+        credentials_generation=bindparam("credentials_generation"),
+        token_hash=bindparam("token_hash"),
+        created_at=bindparam("created_at", type_=DateTime(timezone=True)),
+        expires_at=bindparam("expires_at", type_=DateTime(timezone=True)),
+    )
+)
 
-async def add_refresh_token(session: AsyncSession, token: RefreshToken) -> RefreshToken:
-    session.add(token)
-    await session.flush()
-    return token
+
+async def add_refresh_token(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    family_id: uuid.UUID,
+    credentials_generation: int,
+    token_hash: str,
+    created_at: datetime,
+    expires_at: datetime,
+) -> uuid.UUID:
+    """Store a new token of the family; its id."""
+    token_id = uuid.uuid4()
+    await execute(
+        session,
+        _ADD_REFRESH_TOKEN,
+        id=token_id,
+        user_id=user_id,
+        family_id=family_id,
+        credentials_generation=credentials_generation,
+        token_hash=token_hash,
+        created_at=created_at,
+        expires_at=expires_at,
+    )
+    return token_id
 
 
-async def lock_refresh_token(session: AsyncSession, token_hash: str) -> RefreshToken | None:
+_LOCK_REFRESH_TOKEN = compile_statement(
+    select(
+        refresh_tokens.c.id,
+        refresh_tokens.c.user_id,
+        refresh_tokens.c.family_id,
+        refresh_tokens.c.credentials_generation,
+        refresh_tokens.c.expires_at,
+        refresh_tokens.c.rotated_at,
+        refresh_tokens.c.revoked_at,
+    )
+    .where(refresh_tokens.c.token_hash == bindparam("token_hash"))
+    .with_for_update()
+)
+
+
+def _refresh_token(row: asyncpg.Record) -> RefreshTokenRow:
+    return RefreshTokenRow(
+        id=row["id"],
+        user_id=row["user_id"],
+        family_id=row["family_id"],
+        credentials_generation=row["credentials_generation"],
+        expires_at=row["expires_at"],
+        rotated_at=row["rotated_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+async def lock_refresh_token(session: AsyncSession, token_hash: str) -> RefreshTokenRow | None:
     """The row for this digest, locked until commit: two uses of one token are serialised,
     so exactly one of them rotates it and the other is seen as a reuse."""
-    result = await session.exec(
-        select(RefreshToken)
-        .where(col(RefreshToken.token_hash) == token_hash)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return result.first()
+    row = await fetch_one(session, _LOCK_REFRESH_TOKEN, token_hash=token_hash)
+    return None if row is None else _refresh_token(row)
+
+
+_MARK_ROTATED = compile_statement(
+    update(refresh_tokens)
+    .where(refresh_tokens.c.id == bindparam("token_id", type_=Uuid))
+    .values(rotated_at=_NOW, replaced_by=bindparam("successor_id", type_=Uuid))
+)
 
 
 async def mark_rotated(
-    session: AsyncSession, token: RefreshToken, successor_id: uuid.UUID, now: datetime
+    session: AsyncSession, token_id: uuid.UUID, successor_id: uuid.UUID, now: datetime
 ) -> None:
-    token.rotated_at = now
-    token.replaced_by = successor_id
-    session.add(token)
-    await session.flush()
+    await execute(session, _MARK_ROTATED, token_id=token_id, successor_id=successor_id, now=now)
+
+
+def _revoke(where: str) -> Statement:
+    column = refresh_tokens.c[where]
+    return compile_statement(
+        update(refresh_tokens)
+        .where(column == bindparam(where, type_=Uuid), refresh_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=_NOW)
+    )
+
+
+_REVOKE_FAMILY = _revoke("family_id")
+_REVOKE_USER_TOKENS = _revoke("user_id")
 
 
 async def revoke_family(session: AsyncSession, family_id: uuid.UUID, now: datetime) -> int:
-    result = await session.exec(
-        update(RefreshToken)
-        .where(col(RefreshToken.family_id) == family_id, col(RefreshToken.revoked_at).is_(None))
-        .values(revoked_at=now)
-    )
-    return int(result.rowcount)
+    return rows_affected(await execute(session, _REVOKE_FAMILY, family_id=family_id, now=now))
 
 
 async def revoke_user_refresh_tokens(
     session: AsyncSession, user_id: uuid.UUID, now: datetime
 ) -> int:
-    result = await session.exec(
-        update(RefreshToken)
-        .where(col(RefreshToken.user_id) == user_id, col(RefreshToken.revoked_at).is_(None))
-        .values(revoked_at=now)
+    return rows_affected(await execute(session, _REVOKE_USER_TOKENS, user_id=user_id, now=now))
+
+
+_PURGE_REFRESH_TOKENS = compile_statement(
+    purge_batch(
+        RefreshToken,
+        (refresh_tokens.c.id,),
+        refresh_tokens.c.expires_at < bindparam("before", type_=DateTime(timezone=True)),
+        _LIMIT,
     )
-    return int(result.rowcount)
+)
 
 
 async def purge_expired_refresh_tokens(session: AsyncSession, before: datetime, limit: int) -> None:
     """Delete up to `limit` tokens that expired before `before` (rows others lock are skipped)."""
-    expired = col(RefreshToken.expires_at) < before
-    await session.exec(purge_batch(RefreshToken, (col(RefreshToken.id),), expired, limit))
+    await execute(session, _PURGE_REFRESH_TOKENS, before=before, limit=limit)
 
 
 # -- password-reset tokens
 
+_COUNT_LIVE_RESET_TOKENS = compile_statement(
+    select(func.count())
+    .select_from(reset_tokens)
+    .where(
+        reset_tokens.c.user_id == _USER_ID,
+        reset_tokens.c.used_at.is_(None),
+        reset_tokens.c.expires_at > _NOW,
+    )
+)
+
 
 async def count_live_reset_tokens(session: AsyncSession, user_id: uuid.UUID, now: datetime) -> int:
-    result = await session.exec(
-        select(func.count())
-        .select_from(PasswordResetToken)
-        .where(
-            col(PasswordResetToken.user_id) == user_id,
-            col(PasswordResetToken.used_at).is_(None),
-            col(PasswordResetToken.expires_at) > now,
-        )
+    row = await fetch_one(session, _COUNT_LIVE_RESET_TOKENS, user_id=user_id, now=now)
+    assert row is not None  # an aggregate always returns its row
+    return int(row[0])
+
+
+_ADD_RESET_TOKEN = compile_statement(
+    insert(reset_tokens).values(
+        id=bindparam("id", type_=Uuid),
+        user_id=_USER_ID,
+        token_hash=bindparam("token_hash"),
+        created_at=bindparam("created_at", type_=DateTime(timezone=True)),
+        expires_at=bindparam("expires_at", type_=DateTime(timezone=True)),
     )
-    return result.one()
+)
 
 
-async def add_reset_token(session: AsyncSession, token: PasswordResetToken) -> PasswordResetToken:
-    session.add(token)
-    await session.flush()
-    return token
-
-
-async def lock_reset_token(session: AsyncSession, token_hash: str) -> PasswordResetToken | None:
-    result = await session.exec(
-        select(PasswordResetToken)
-        .where(col(PasswordResetToken.token_hash) == token_hash)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+async def add_reset_token(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    token_hash: str,
+    created_at: datetime,
+    expires_at: datetime,
+) -> None:
+    await execute(
+        session,
+        _ADD_RESET_TOKEN,
+        id=uuid.uuid4(),
+        user_id=user_id,
+        token_hash=token_hash,
+        created_at=created_at,
+        expires_at=expires_at,
     )
-    return result.first()
+
+
+_LOCK_RESET_TOKEN = compile_statement(
+    select(
+        reset_tokens.c.id,
+        reset_tokens.c.user_id,
+        reset_tokens.c.expires_at,
+        reset_tokens.c.used_at,
+    )
+    .where(reset_tokens.c.token_hash == bindparam("token_hash"))
+    .with_for_update()
+)
+
+
+async def lock_reset_token(session: AsyncSession, token_hash: str) -> ResetTokenRow | None:
+    row = await fetch_one(session, _LOCK_RESET_TOKEN, token_hash=token_hash)
+    if row is None:
+        return None
+    return ResetTokenRow(
+        id=row["id"], user_id=row["user_id"], expires_at=row["expires_at"], used_at=row["used_at"]
+    )
+
+
+_SPEND_USER_RESET_TOKENS = compile_statement(
+    update(reset_tokens)
+    .where(reset_tokens.c.user_id == _USER_ID, reset_tokens.c.used_at.is_(None))
+    .values(used_at=_NOW)
+)
 
 
 async def spend_user_reset_tokens(session: AsyncSession, user_id: uuid.UUID, now: datetime) -> None:
     """Every outstanding reset token of the user stops working (used or cancelled)."""
-    await session.exec(
-        update(PasswordResetToken)
-        .where(
-            col(PasswordResetToken.user_id) == user_id, col(PasswordResetToken.used_at).is_(None)
-        )
-        .values(used_at=now)
+    await execute(session, _SPEND_USER_RESET_TOKENS, user_id=user_id, now=now)
+
+
+_PURGE_RESET_TOKENS = compile_statement(
+    purge_batch(
+        PasswordResetToken,
+        (reset_tokens.c.id,),
+        reset_tokens.c.expires_at < bindparam("before", type_=DateTime(timezone=True)),
+        _LIMIT,
     )
+)
 
 
 async def purge_expired_reset_tokens(session: AsyncSession, before: datetime, limit: int) -> None:
-    expired = col(PasswordResetToken.expires_at) < before
-    await session.exec(
-        purge_batch(PasswordResetToken, (col(PasswordResetToken.id),), expired, limit)
-    )
+    await execute(session, _PURGE_RESET_TOKENS, before=before, limit=limit)
 
 
 # -- login throttle
@@ -134,6 +287,39 @@ class ThrottleCount:
     now: datetime
 
 
+_WINDOW = bindparam("window", type_=Interval)
+
+
+def _count_attempt(keys: int) -> Statement:
+    """The upsert for `keys` counters at once (the statement below, one per number of keys)."""
+    now = func.statement_timestamp()
+    failures, started = login_throttle.c.failures, login_throttle.c.window_started_at
+    ended = started <= now - _WINDOW
+    rows = [
+        {
+            "scope": bindparam(f"scope_{n}"),
+            "key": bindparam(f"key_{n}"),
+            "failures": _ONE,
+            "window_started_at": now,
+        }
+        for n in range(keys)
+    ]
+    statement = pg_insert(login_throttle).values(rows)
+    return compile_statement(
+        statement.on_conflict_do_update(
+            index_elements=[login_throttle.c.scope, login_throttle.c.key],
+            set_={
+                "failures": case((ended, _ONE), else_=failures + _ONE),
+                "window_started_at": case((ended, now), else_=started),
+            },
+        ).returning(login_throttle.c.scope, login_throttle.c.key, failures, started, now)
+    )
+
+
+# A login counts two keys (the account and the client), a current-password check one.
+_COUNT_ATTEMPT = {keys: _count_attempt(keys) for keys in (1, 2)}
+
+
 async def count_attempt(
     session: AsyncSession, keys: Sequence[tuple[str, str]], window: timedelta
 ) -> list[ThrottleCount]:
@@ -142,46 +328,48 @@ async def count_attempt(
     A window that has ended starts again at 1. Concurrent attempts on any replica each get their
     own count (the row lock orders them), so N parallel guesses cannot all see "under the limit".
     """
-    now = func.statement_timestamp()
-    failures, started = col(LoginThrottle.failures), col(LoginThrottle.window_started_at)
-    ended = started <= now - literal(window)
-    rows = [{"scope": s, "key": k, "failures": 1, "window_started_at": now} for s, k in keys]
-    statement = (
-        insert(LoginThrottle)
-        .values(rows)
-        .on_conflict_do_update(
-            index_elements=[col(LoginThrottle.scope), col(LoginThrottle.key)],
-            set_={
-                "failures": case((ended, 1), else_=failures + 1),
-                "window_started_at": case((ended, now), else_=started),
-            },
-        )
-        .returning(col(LoginThrottle.scope), col(LoginThrottle.key), failures, started, now)
-    )
-    result = await session.exec(statement)
-    return [ThrottleCount(*row) for row in result.all()]
+    statement = _COUNT_ATTEMPT.get(len(keys))
+    if statement is None:
+        raise ValueError(f"counts one or two keys at once, not {len(keys)}")
+    values: dict[str, object] = {"window": window}
+    for n, (scope, key) in enumerate(keys):
+        values[f"scope_{n}"], values[f"key_{n}"] = scope, key
+    rows = await fetch(session, statement, **values)
+    return [ThrottleCount(*row) for row in rows]
 
 
-def _this_counter(scope: str, key: str) -> Any:
-    return (col(LoginThrottle.scope) == scope) & (col(LoginThrottle.key) == key)
+_THIS_COUNTER = (login_throttle.c.scope == bindparam("scope")) & (
+    login_throttle.c.key == bindparam("key")
+)
+_FORGET_ATTEMPT = compile_statement(
+    update(login_throttle)
+    .where(_THIS_COUNTER, login_throttle.c.failures > literal_column("0"))
+    .values(failures=login_throttle.c.failures - _ONE)
+)
 
 
 async def forget_attempt(session: AsyncSession, scope: str, key: str) -> None:
     """Take back one counted attempt (a login that succeeded)."""
-    failures = col(LoginThrottle.failures)
-    await session.exec(
-        update(LoginThrottle)
-        .where(_this_counter(scope, key), failures > 0)
-        .values(failures=failures - 1)
-    )
+    await execute(session, _FORGET_ATTEMPT, scope=scope, key=key)
+
+
+_RESET_COUNTER = compile_statement(delete(login_throttle).where(_THIS_COUNTER))
 
 
 async def reset_counter(session: AsyncSession, scope: str, key: str) -> None:
-    await session.exec(delete(LoginThrottle).where(_this_counter(scope, key)))
+    await execute(session, _RESET_COUNTER, scope=scope, key=key)
+
+
+_PURGE_ENDED_WINDOWS = compile_statement(
+    purge_batch(
+        LoginThrottle,
+        (login_throttle.c.scope, login_throttle.c.key),
+        login_throttle.c.window_started_at < func.statement_timestamp() - _WINDOW,
+        _LIMIT,
+    )
+)
 
 
 async def purge_ended_windows(session: AsyncSession, window: timedelta, limit: int) -> None:
     """Delete up to `limit` counters whose window ended; bounded work, whatever the table holds."""
-    ended = col(LoginThrottle.window_started_at) < func.statement_timestamp() - literal(window)
-    key = (col(LoginThrottle.scope), col(LoginThrottle.key))
-    await session.exec(purge_batch(LoginThrottle, key, ended, limit))
+    await execute(session, _PURGE_ENDED_WINDOWS, window=window, limit=limit)

@@ -132,6 +132,6 @@ async def recover_password_html_content(
     user = await service.find_user_by_email(session, email)
     if user is None:
         raise NotFound("The user with this email does not exist in the system")
-    token = await service.issue_reset_token(session, settings, user)
+    token = await service.issue_reset_token(session, settings, user.id)
     message = emails.reset_password_email(settings, user.email, token)
     return HTMLResponse(content=message.html, headers={"subject": message.subject})

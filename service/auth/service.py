@@ -20,7 +20,6 @@ import structlog
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.auth import emails, repository
-from service.auth.models import PasswordResetToken, RefreshToken
 from service.core import metrics
 from service.core.config import Settings
 from service.core.digests import sha256_hex as digest  # stored instead of a token
@@ -30,7 +29,7 @@ from service.core.rate_limits import Quota, RateLimited
 from service.core.security import PasswordHashing, TokenCodec
 from service.core.tables import utcnow
 from service.users import repository as users
-from service.users.models import User, UserRecord, normalize_email
+from service.users.models import UserAccount, UserRecord, normalize_email
 from service.users.schemas import UpdatePassword
 from service.users.service import own_account
 
@@ -117,12 +116,12 @@ def new_opaque_token() -> str:
 
 async def find_user_by_email(
     session: AsyncSession, email: str, *, lock: bool = False
-) -> User | None:
+) -> UserAccount | None:
     """None for an email no account can have (too long, or a NUL that PostgreSQL would refuse),
     so the auth endpoints answer it exactly like an unknown email."""
     if len(email) > MAX_EMAIL_LENGTH or "\x00" in email:
         return None
-    return await users.get_user_by_email(session, email, lock=lock)
+    return await users.get_account_by_email(session, email, lock=lock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,12 +130,12 @@ class LoginAttempt:
 
     email: str
     client: str
-    user: User | None
+    user: UserAccount | None
 
 
 @dataclass(frozen=True, slots=True)
 class VerifiedLogin:
-    user: User
+    user: UserAccount
     new_hash: str | None  # the password re-hashed under changed argon2 parameters
 
 
@@ -279,20 +278,19 @@ async def _add_refresh_token(
     family_id: uuid.UUID,
     generation: int,
     now: datetime,
-) -> tuple[RefreshToken, str]:
+) -> tuple[uuid.UUID, str]:
+    """The new token's id, and the token (only its digest is stored)."""
     token = new_opaque_token()
-    stored = await repository.add_refresh_token(
+    token_id = await repository.add_refresh_token(
         session,
-        RefreshToken(
-            user_id=user_id,
-            family_id=family_id,
-            credentials_generation=generation,
-            token_hash=digest(token),
-            created_at=now,
-            expires_at=now + timedelta(days=settings.refresh_token_expire_days),
-        ),
+        user_id=user_id,
+        family_id=family_id,
+        credentials_generation=generation,
+        token_hash=digest(token),
+        created_at=now,
+        expires_at=now + timedelta(days=settings.refresh_token_expire_days),
     )
-    return stored, token
+    return token_id, token
 
 
 def _pair(tokens: TokenCodec, user_id: uuid.UUID, refresh_token: str) -> IssuedTokens:
@@ -304,7 +302,7 @@ def _pair(tokens: TokenCodec, user_id: uuid.UUID, refresh_token: str) -> IssuedT
 
 
 async def issue_tokens(
-    session: AsyncSession, tokens: TokenCodec, settings: Settings, user: User
+    session: AsyncSession, tokens: TokenCodec, settings: Settings, user: UserAccount
 ) -> IssuedTokens:
     """A new access token and the first refresh token of a new family (a new sign-in), under the
     user's credentials generation as `user` was read."""
@@ -344,7 +342,7 @@ async def refresh(
         raise RefreshTokenReused
     if current.revoked_at is not None or current.expires_at <= now:
         raise InvalidRefreshToken
-    user = await users.get_user(session, current.user_id)
+    user = await users.get_account(session, current.user_id)
     if user is None or not user.is_active:
         raise InvalidRefreshToken
     if current.credentials_generation != user.credentials_generation:
@@ -352,7 +350,7 @@ async def refresh(
     successor, refresh_token = await _add_refresh_token(
         session, settings, user.id, current.family_id, current.credentials_generation, now
     )
-    await repository.mark_rotated(session, current, successor.id, now)
+    await repository.mark_rotated(session, current.id, successor, now)
     return _pair(tokens, user.id, refresh_token)
 
 
@@ -364,7 +362,7 @@ async def end_sessions(session: AsyncSession, user_id: uuid.UUID, now: datetime)
     return await repository.revoke_user_refresh_tokens(session, user_id, now)
 
 
-async def logout(session: AsyncSession, user: User | UserRecord) -> int:
+async def logout(session: AsyncSession, user: UserRecord) -> int:
     """Sign the user out everywhere: every refresh token of the user is revoked."""
     return await end_sessions(session, user.id, utcnow())
 
@@ -423,24 +421,22 @@ async def finish_password_change(
 # -- password recovery
 
 
-async def issue_reset_token(session: AsyncSession, settings: Settings, user: User) -> str:
+async def issue_reset_token(session: AsyncSession, settings: Settings, user_id: uuid.UUID) -> str:
     now = utcnow()
     token = new_opaque_token()
     await repository.add_reset_token(
         session,
-        PasswordResetToken(
-            user_id=user.id,
-            token_hash=digest(token),
-            created_at=now,
-            expires_at=now + timedelta(hours=settings.email_reset_token_expire_hours),
-        ),
+        user_id=user_id,
+        token_hash=digest(token),
+        created_at=now,
+        expires_at=now + timedelta(hours=settings.email_reset_token_expire_hours),
     )
     return token
 
 
 async def request_password_reset(
     session: AsyncSession, settings: Settings, email: str
-) -> tuple[User, str] | None:
+) -> tuple[UserAccount, str] | None:
     """The user and a fresh reset token to mail, or None (unknown, inactive, or enough links
     already out); the caller answers the same in every case.
 
@@ -455,7 +451,7 @@ async def request_password_reset(
     if await repository.count_live_reset_tokens(session, user.id, now) >= MAX_LIVE_RESET_TOKENS:
         log.info("password_reset_suppressed", user_id=str(user.id), reason="too_many_live_links")
         return None
-    return user, await issue_reset_token(session, settings, user)
+    return user, await issue_reset_token(session, settings, user.id)
 
 
 async def send_reset_link(
@@ -487,11 +483,13 @@ async def reset_password(
     stored = await repository.lock_reset_token(session, digest(token))
     if stored is None or stored.used_at is not None or stored.expires_at <= utcnow():
         raise InvalidResetToken
-    user = await users.get_user(session, stored.user_id)
+    user = await users.get_user_record(session, stored.user_id)
     if user is None:
         raise InvalidResetToken
     if not user.is_active:
         raise BadRequest("Inactive user")
-    await users.save_user(session, user, {"hashed_password": await passwords.hash(new_password)})
+    new_hash = await passwords.hash(new_password)
+    if await users.save_user(session, user.id, {"hashed_password": new_hash}) is None:
+        raise InvalidResetToken  # the account went while argon2 ran
     await revoke_credentials(session, user.id)
     await forget_account_failures(session, user.email)

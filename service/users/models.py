@@ -51,9 +51,8 @@ class User(SQLModel, table=True):
 
 @dataclass(frozen=True, slots=True)
 class UserRecord:
-    """A users row as read to authorize a request: what the API may show, no password hash,
-    not tracked by the ORM (building a tracked User cost more than the query itself). Endpoints
-    that change the user load a User for that."""
+    """A users row as the API may show it, and as read to authorize a request: no password
+    hash, no ORM object (building a tracked User cost more than the query itself)."""
 
     id: uuid.UUID
     email: str
@@ -61,3 +60,24 @@ class UserRecord:
     is_active: bool
     is_superuser: bool
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UserAccount(UserRecord):
+    """A users row with its credentials, as the account's own rules read it (login, a password
+    check, a refresh, a reset). The only row type that carries the password hash; answers are
+    built from the UserRecord fields alone (`UserPublic` has no field for the rest)."""
+
+    hashed_password: str
+    credentials_generation: int
+
+    def public(self) -> UserRecord:
+        """The same row without its credentials."""
+        return UserRecord(
+            id=self.id,
+            email=self.email,
+            full_name=self.full_name,
+            is_active=self.is_active,
+            is_superuser=self.is_superuser,
+            created_at=self.created_at,
+        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -11,7 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from service.core.errors import Conflict, Forbidden, NotEnoughPrivileges, NotFound
 from service.core.security import PasswordHashing
 from service.users import repository
-from service.users.models import User, UserRecord
+from service.users.models import UserAccount, UserRecord
 from service.users.schemas import (
     UserCreate,
     UserRegister,
@@ -47,7 +46,7 @@ class LastSuperuser(Conflict):
 
 @dataclass(frozen=True, slots=True)
 class UserUpdated:
-    user: User
+    user: UserRecord
     # A new password ends every session the old one opened; deactivation ends them all, so
     # reactivating the account brings none of them (nor a reset link) back. Credentials are
     # auth's (auth may use users, never the reverse), so the route ends them, in the same
@@ -55,44 +54,56 @@ class UserUpdated:
     ends_sessions: bool
 
 
-async def _insert(session: AsyncSession, user: User) -> User:
-    try:
-        return await repository.add_user(session, user)
-    except repository.EmailTaken:
-        raise EmailAlreadyRegistered from None
-
-
 async def create_user(
     session: AsyncSession, passwords: PasswordHashing, data: UserCreate | UserRegister
-) -> User:
-    fields = data.model_dump(exclude={"password"})
-    user = User(**fields, hashed_password=await passwords.hash(data.password))
-    return await _insert(session, user)
+) -> UserRecord:
+    """A signup (UserRegister) is a plain, active account; a superuser decides both flags."""
+    flags = (
+        {"is_active": data.is_active, "is_superuser": data.is_superuser}
+        if isinstance(data, UserCreate)
+        else {}
+    )
+    account = repository.new_account(
+        email=data.email,
+        hashed_password=await passwords.hash(data.password),
+        full_name=data.full_name,
+        **flags,
+    )
+    if not await repository.add_user(session, account):
+        raise EmailAlreadyRegistered
+    return account.public()
 
 
-async def list_users(session: AsyncSession, *, skip: int, limit: int) -> tuple[Sequence[User], int]:
+async def list_users(
+    session: AsyncSession, *, skip: int, limit: int
+) -> tuple[list[UserRecord], int]:
     return await repository.list_users(session, skip=skip, limit=limit)
 
 
 async def get_visible_user(
     session: AsyncSession, viewer: UserRecord, user_id: uuid.UUID
-) -> User | UserRecord:
+) -> UserRecord:
     """A user sees itself; only a superuser sees others (and learns whether they exist)."""
     if user_id == viewer.id:
         return viewer
     if not viewer.is_superuser:
         raise NotEnoughPrivileges
-    user = await repository.get_user(session, user_id)
+    user = await repository.get_user_record(session, user_id)
     if user is None:
         raise UserNotFound
     return user
 
 
-async def _save(session: AsyncSession, user: User, changes: dict[str, object]) -> User:
+async def _save(
+    session: AsyncSession, user_id: uuid.UUID, changes: dict[str, object]
+) -> UserRecord:
     try:
-        return await repository.save_user(session, user, changes)
+        saved = await repository.save_user(session, user_id, changes)
     except repository.EmailTaken:
         raise EmailAlreadyRegistered from None
+    if saved is None:  # deleted since it was read
+        raise UserNotFound
+    return saved
 
 
 def _changes(data: UserUpdate | UserUpdateMe) -> dict[str, object]:
@@ -102,20 +113,21 @@ def _changes(data: UserUpdate | UserUpdateMe) -> dict[str, object]:
     return {k: v for k, v in sent.items() if v is not None or k == "full_name"}
 
 
-async def own_account(session: AsyncSession, me: UserRecord) -> User:
-    """The caller's row as a tracked User, to change it (the request authenticated with a
-    read-only UserRecord). Gone since then: 404, as for any user that does not exist."""
-    user = await repository.get_user(session, me.id)
+async def own_account(session: AsyncSession, me: UserRecord) -> UserAccount:
+    """The caller's row with its credentials (the request authenticated with a UserRecord,
+    which has none). Gone since then: 404, as for any user that does not exist."""
+    user = await repository.get_account(session, me.id)
     if user is None:
         raise UserNotFound
     return user
 
 
-async def update_me(session: AsyncSession, me: UserRecord, data: UserUpdateMe) -> User:
-    return await _save(session, await own_account(session, me), _changes(data))
+async def update_me(session: AsyncSession, me: UserRecord, data: UserUpdateMe) -> UserRecord:
+    """Gone since the request authenticated: 404, as for any user that does not exist."""
+    return await _save(session, me.id, _changes(data))
 
 
-def _removes_a_superuser(user: User, changes: dict[str, object]) -> bool:
+def _removes_a_superuser(user: UserRecord, changes: dict[str, object]) -> bool:
     return (
         user.is_superuser
         and user.is_active
@@ -144,7 +156,7 @@ async def update_user(
     demoting = changes.get("is_superuser") is False or changes.get("is_active") is False
     if demoting:  # the lock before the read: the row and the count are both read under it
         await repository.lock_superusers(session)
-    user = await repository.get_user(session, user_id)
+    user = await repository.get_user_record(session, user_id)
     if user is None:
         raise UserNotFound
     if _removes_a_superuser(user, changes):
@@ -152,7 +164,7 @@ async def update_user(
     deactivating = user.is_active and changes.get("is_active") is False
     if data.password is not None:
         changes["hashed_password"] = await passwords.hash(data.password)
-    saved = await _save(session, user, changes)
+    saved = await _save(session, user.id, changes)
     return UserUpdated(saved, ends_sessions=data.password is not None or deactivating)
 
 
@@ -166,7 +178,7 @@ async def delete_user(session: AsyncSession, actor: UserRecord, user_id: uuid.UU
     if user_id == actor.id:
         raise SuperuserSelfDelete
     await repository.lock_superusers(session)
-    user = await repository.get_user(session, user_id)
+    user = await repository.get_user_record(session, user_id)
     if user is None:
         raise UserNotFound
     if user.is_superuser and user.is_active:

@@ -45,7 +45,7 @@ async def login(client: httpx.AsyncClient, email: str, password: str) -> httpx.R
 
 async def reset_token_for(session: AsyncSession, app: FastAPI, user: User) -> str:
     """A reset token issued the way the service issues them, committed for the API to see."""
-    token = await issue_reset_token(session, app.state.settings, user)
+    token = await issue_reset_token(session, app.state.settings, user.id)
     await session.commit()
     return token
 

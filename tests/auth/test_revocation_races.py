@@ -95,7 +95,7 @@ async def victim_of(live: Live) -> Victim:
     admin = await live.user(is_superuser=True)
     tokens = await live.login(user.email)
     async with live.db.sessionmaker() as session:
-        reset_token = await issue_reset_token(session, live.app.state.settings, user)
+        reset_token = await issue_reset_token(session, live.app.state.settings, user.id)
         await session.commit()
     return Victim(
         user=user,

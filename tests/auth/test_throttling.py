@@ -204,7 +204,7 @@ async def test_a_password_reset_gives_the_account_its_allowance_back(
 ) -> None:
     app, client = limited
     await fail(client, user.email, ACCOUNT_LIMIT)
-    token = await issue_reset_token(session, app.state.settings, user)
+    token = await issue_reset_token(session, app.state.settings, user.id)
     await session.commit()
     reset = await client.post(
         "/api/v1/reset-password/", json={"token": token, "new_password": "brand-new-password-1"}

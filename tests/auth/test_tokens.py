@@ -291,7 +291,7 @@ async def test_password_reset_revokes_refresh_tokens(
     client: httpx.AsyncClient, app: FastAPI, user: User, session: AsyncSession
 ) -> None:
     body = await login(client, user.email, USER_PASSWORD)
-    token = await issue_reset_token(session, app.state.settings, user)
+    token = await issue_reset_token(session, app.state.settings, user.id)
     await session.commit()
     reset = await client.post(
         "/api/v1/reset-password/", json={"token": token, "new_password": NEW_PASSWORD}
@@ -318,7 +318,7 @@ async def test_deactivation_revokes_sessions_and_reset_links_for_good(
 ) -> None:
     """Reactivating the account brings back none of what existed before the deactivation."""
     alice = await login(client, user.email, USER_PASSWORD)
-    link = await issue_reset_token(session, app.state.settings, user)
+    link = await issue_reset_token(session, app.state.settings, user.id)
     await session.commit()
     admin = await login(client, superuser.email, SUPERUSER_PASSWORD)
     for active in (False, True):

@@ -206,7 +206,7 @@ async def test_other_hmac_algorithm_with_the_right_key_is_401(
 async def test_reset_token_is_not_an_access_token(
     client: httpx.AsyncClient, app: FastAPI, user: User, session: AsyncSession
 ) -> None:
-    token = await issue_reset_token(session, app.state.settings, user)
+    token = await issue_reset_token(session, app.state.settings, user.id)
     await session.commit()
     await assert_refused(client, token)
 

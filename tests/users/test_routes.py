@@ -438,3 +438,45 @@ async def test_changing_an_account_deleted_since_authentication_is_404(
     with pytest.raises(service.UserNotFound):
         await service.update_me(session, record, UserUpdateMe(full_name="Ghost"))
     assert await stored_user(session, user.id) is None
+
+
+async def test_checking_the_password_of_an_account_deleted_since_authentication_is_404(
+    session: AsyncSession, user: User
+) -> None:
+    record = await repository.get_user_record(session, user.id)
+    assert record is not None
+    await repository.delete_user(session, user.id)
+    with pytest.raises(service.UserNotFound):
+        await service.own_account(session, record)
+
+
+@pytest.mark.parametrize("body", [{}, {"email": None}])
+async def test_update_me_with_nothing_to_change_answers_the_account_as_stored(
+    client: httpx.AsyncClient,
+    user: User,
+    user_headers: dict[str, str],
+    session: AsyncSession,
+    body: dict[str, object],
+) -> None:
+    """A null for a required field means "leave it": nothing is left to write."""
+    before = (await client.get("/api/v1/users/me", headers=user_headers)).json()
+    response = await client.patch("/api/v1/users/me", headers=user_headers, json=body)
+    assert response.status_code == 200, response.text
+    assert response.json() == before
+    stored = await stored_user(session, user.id)
+    assert stored is not None
+    assert (stored.email, stored.full_name, stored.is_active) == (
+        "alice@example.com",
+        "Alice",
+        True,
+    )
+
+
+async def test_an_account_change_sets_only_the_columns_it_may(
+    session: AsyncSession, user: User
+) -> None:
+    with pytest.raises(ValueError, match="credentials_generation"):
+        await repository.save_user(session, user.id, {"credentials_generation": 7})
+    stored = await stored_user(session, user.id)
+    assert stored is not None
+    assert stored.credentials_generation == 0
