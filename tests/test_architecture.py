@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -208,3 +209,72 @@ def test_each_domain_declares_its_no_store_routes_and_each_names_a_real_route() 
         "/api/v1/users/me/password",
         "/api/v1/users/signup",
     } == NO_STORE_ROUTES, "a credential-carrying answer lost (or gained) its no-store"
+
+
+# A session method that runs (or stages) an ORM statement. The domains reach the database only
+# through named statements (core/statements.py): one data-access style (docs/architecture.md).
+_ORM_CALLS = frozenset(
+    {
+        "add",
+        "add_all",
+        "begin_nested",
+        "delete",
+        "exec",
+        "execute",
+        "flush",
+        "get",
+        "merge",
+        "refresh",
+        "scalar",
+        "scalars",
+        "stream",
+    }
+)
+
+
+def orm_statements(root: Path) -> list[str]:
+    """Where a module of service/ outside core/ runs an ORM statement on a session, or imports
+    SQLModel's query builders (`select`, `col`)."""
+    found: list[tuple[Path, int, str]] = []
+    for path in sorted((root / "service").rglob("*.py")):
+        if "core" in path.relative_to(root / "service").parts:
+            continue
+        where = path.relative_to(root)
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in _ORM_CALLS
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "session"
+            ):
+                found.append((where, node.lineno, f"session.{node.func.attr}()"))
+            elif isinstance(node, ast.ImportFrom) and node.module == "sqlmodel":
+                builders = sorted({alias.name for alias in node.names} & {"select", "col"})
+                if builders:
+                    found.append((where, node.lineno, f"from sqlmodel import {builders}"))
+    return [f"{where}:{line}: {what}" for where, line, what in sorted(found)]
+
+
+def test_the_domains_query_only_through_named_statements() -> None:
+    assert orm_statements(ROOT) == []
+
+
+def test_an_orm_query_in_a_domain_is_found(tmp_path: Path) -> None:
+    domain = tmp_path / "service" / "things"
+    domain.mkdir(parents=True)
+    (domain / "repository.py").write_text(
+        "from sqlmodel import col, select\n"
+        "async def get(session, thing_id):\n"
+        "    return (await session.exec(select(Thing).where(col(Thing.id) == thing_id))).first()\n"
+        "async def add(session, thing):\n"
+        "    session.add(thing)\n"
+    )
+    core = tmp_path / "service" / "core"
+    core.mkdir()
+    (core / "db.py").write_text("async def end(session):\n    await session.execute(x)\n")
+    assert orm_statements(tmp_path) == [
+        "service/things/repository.py:1: from sqlmodel import ['col', 'select']",
+        "service/things/repository.py:3: session.exec()",
+        "service/things/repository.py:5: session.add()",
+    ]
