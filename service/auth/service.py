@@ -488,8 +488,7 @@ async def reset_password(
         raise InvalidResetToken
     if not user.is_active:
         raise BadRequest("Inactive user")
-    new_hash = await passwords.hash(new_password)
-    if await users.save_user(session, user.id, {"hashed_password": new_hash}) is None:
-        raise InvalidResetToken  # the account went while argon2 ran
+    # The account stays: deleting it would delete the reset token this transaction has locked.
+    await users.save_user(session, user.id, {"hashed_password": await passwords.hash(new_password)})
     await revoke_credentials(session, user.id)
     await forget_account_failures(session, user.email)
