@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import asyncpg
 from sqlalchemy import (
     DateTime,
     Interval,
@@ -109,23 +108,11 @@ _LOCK_REFRESH_TOKEN = compile_statement(
 )
 
 
-def _refresh_token(row: asyncpg.Record) -> RefreshTokenRow:
-    return RefreshTokenRow(
-        id=row["id"],
-        user_id=row["user_id"],
-        family_id=row["family_id"],
-        credentials_generation=row["credentials_generation"],
-        expires_at=row["expires_at"],
-        rotated_at=row["rotated_at"],
-        revoked_at=row["revoked_at"],
-    )
-
-
 async def lock_refresh_token(session: AsyncSession, token_hash: str) -> RefreshTokenRow | None:
     """The row for this digest, locked until commit: two uses of one token are serialised,
     so exactly one of them rotates it and the other is seen as a reuse."""
     row = await fetch_one(session, _LOCK_REFRESH_TOKEN, token_hash=token_hash)
-    return None if row is None else _refresh_token(row)
+    return None if row is None else RefreshTokenRow(**row)  # its columns are the row's fields
 
 
 _MARK_ROTATED = compile_statement(
@@ -242,11 +229,7 @@ _LOCK_RESET_TOKEN = compile_statement(
 
 async def lock_reset_token(session: AsyncSession, token_hash: str) -> ResetTokenRow | None:
     row = await fetch_one(session, _LOCK_RESET_TOKEN, token_hash=token_hash)
-    if row is None:
-        return None
-    return ResetTokenRow(
-        id=row["id"], user_id=row["user_id"], expires_at=row["expires_at"], used_at=row["used_at"]
-    )
+    return None if row is None else ResetTokenRow(**row)  # its columns are the row's fields
 
 
 _SPEND_USER_RESET_TOKENS = compile_statement(

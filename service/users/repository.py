@@ -72,27 +72,11 @@ _THIS_EMAIL = func.lower(users.c.email) == func.lower(bindparam("email"))
 
 
 def _record(row: asyncpg.Record) -> UserRecord:
-    return UserRecord(
-        id=row["id"],
-        email=row["email"],
-        full_name=row["full_name"],
-        is_active=row["is_active"],
-        is_superuser=row["is_superuser"],
-        created_at=row["created_at"],
-    )
+    return UserRecord(**row)  # the row's columns are _PUBLIC: the record's fields, by name
 
 
 def _account(row: asyncpg.Record) -> UserAccount:
-    return UserAccount(
-        id=row["id"],
-        email=row["email"],
-        full_name=row["full_name"],
-        is_active=row["is_active"],
-        is_superuser=row["is_superuser"],
-        created_at=row["created_at"],
-        hashed_password=row["hashed_password"],
-        credentials_generation=row["credentials_generation"],
-    )
+    return UserAccount(**row)  # _ACCOUNT: the account's fields, by name
 
 
 # Every authenticated request runs this one: the id is known, so it is not read back. A plain
