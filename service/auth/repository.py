@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     DateTime,
@@ -24,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.sql.elements import BindParameter, ColumnClause
+from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.auth.models import (
@@ -35,13 +37,18 @@ from service.auth.models import (
 )
 from service.core.statements import (
     Statement,
+    bound_columns,
     compile_statement,
     execute,
     fetch,
     fetch_one,
+    row_columns,
     rows_affected,
 )
 from service.core.tables import purge_batch
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 refresh_tokens: Table = RefreshToken.metadata.tables["refresh_tokens"]
 reset_tokens: Table = PasswordResetToken.metadata.tables["password_reset_tokens"]
@@ -56,13 +63,16 @@ _ONE: ColumnClause[int] = literal_column("1")
 
 _ADD_REFRESH_TOKEN = compile_statement(
     insert(refresh_tokens).values(
-        id=bindparam("id", type_=Uuid),
-        user_id=_USER_ID,
-        family_id=bindparam("family_id", type_=Uuid),
-        credentials_generation=bindparam("credentials_generation"),
-        token_hash=bindparam("token_hash"),
-        created_at=bindparam("created_at", type_=DateTime(timezone=True)),
-        expires_at=bindparam("expires_at", type_=DateTime(timezone=True)),
+        bound_columns(
+            refresh_tokens,
+            "id",
+            "user_id",
+            "family_id",
+            "credentials_generation",
+            "token_hash",
+            "created_at",
+            "expires_at",
+        )
     )
 )
 
@@ -93,26 +103,23 @@ async def add_refresh_token(
     return token_id
 
 
-_LOCK_REFRESH_TOKEN = compile_statement(
-    select(
-        refresh_tokens.c.id,
-        refresh_tokens.c.user_id,
-        refresh_tokens.c.family_id,
-        refresh_tokens.c.credentials_generation,
-        refresh_tokens.c.expires_at,
-        refresh_tokens.c.rotated_at,
-        refresh_tokens.c.revoked_at,
+def _lock_by_digest(table: Table, row_type: type[DataclassInstance]) -> Statement:
+    """The token row of a digest, locked until commit (FOR UPDATE), as `row_type`."""
+    return compile_statement(
+        select(*row_columns(table, row_type))
+        .where(table.c.token_hash == bindparam("token_hash"))
+        .with_for_update()
     )
-    .where(refresh_tokens.c.token_hash == bindparam("token_hash"))
-    .with_for_update()
-)
+
+
+_LOCK_REFRESH_TOKEN = _lock_by_digest(refresh_tokens, RefreshTokenRow)
 
 
 async def lock_refresh_token(session: AsyncSession, token_hash: str) -> RefreshTokenRow | None:
     """The row for this digest, locked until commit: two uses of one token are serialised,
     so exactly one of them rotates it and the other is seen as a reuse."""
     row = await fetch_one(session, _LOCK_REFRESH_TOKEN, token_hash=token_hash)
-    return None if row is None else RefreshTokenRow(**row)  # its columns are the row's fields
+    return None if row is None else RefreshTokenRow(**row)
 
 
 _MARK_ROTATED = compile_statement(
@@ -151,14 +158,13 @@ async def revoke_user_refresh_tokens(
     return rows_affected(await execute(session, _REVOKE_USER_TOKENS, user_id=user_id, now=now))
 
 
-_PURGE_REFRESH_TOKENS = compile_statement(
-    purge_batch(
-        RefreshToken,
-        (refresh_tokens.c.id,),
-        refresh_tokens.c.expires_at < bindparam("before", type_=DateTime(timezone=True)),
-        _LIMIT,
-    )
-)
+def _purge_expired(model: type[SQLModel], table: Table) -> Statement:
+    """Up to `limit` tokens that expired before `before` (rows others lock are skipped)."""
+    expired = table.c.expires_at < bindparam("before", type_=DateTime(timezone=True))
+    return compile_statement(purge_batch(model, (table.c.id,), expired, _LIMIT))
+
+
+_PURGE_REFRESH_TOKENS = _purge_expired(RefreshToken, refresh_tokens)
 
 
 async def purge_expired_refresh_tokens(session: AsyncSession, before: datetime, limit: int) -> None:
@@ -187,11 +193,7 @@ async def count_live_reset_tokens(session: AsyncSession, user_id: uuid.UUID, now
 
 _ADD_RESET_TOKEN = compile_statement(
     insert(reset_tokens).values(
-        id=bindparam("id", type_=Uuid),
-        user_id=_USER_ID,
-        token_hash=bindparam("token_hash"),
-        created_at=bindparam("created_at", type_=DateTime(timezone=True)),
-        expires_at=bindparam("expires_at", type_=DateTime(timezone=True)),
+        bound_columns(reset_tokens, "id", "user_id", "token_hash", "created_at", "expires_at")
     )
 )
 
@@ -215,21 +217,12 @@ async def add_reset_token(
     )
 
 
-_LOCK_RESET_TOKEN = compile_statement(
-    select(
-        reset_tokens.c.id,
-        reset_tokens.c.user_id,
-        reset_tokens.c.expires_at,
-        reset_tokens.c.used_at,
-    )
-    .where(reset_tokens.c.token_hash == bindparam("token_hash"))
-    .with_for_update()
-)
+_LOCK_RESET_TOKEN = _lock_by_digest(reset_tokens, ResetTokenRow)
 
 
 async def lock_reset_token(session: AsyncSession, token_hash: str) -> ResetTokenRow | None:
     row = await fetch_one(session, _LOCK_RESET_TOKEN, token_hash=token_hash)
-    return None if row is None else ResetTokenRow(**row)  # its columns are the row's fields
+    return None if row is None else ResetTokenRow(**row)
 
 
 _SPEND_USER_RESET_TOKENS = compile_statement(
@@ -244,14 +237,7 @@ async def spend_user_reset_tokens(session: AsyncSession, user_id: uuid.UUID, now
     await execute(session, _SPEND_USER_RESET_TOKENS, user_id=user_id, now=now)
 
 
-_PURGE_RESET_TOKENS = compile_statement(
-    purge_batch(
-        PasswordResetToken,
-        (reset_tokens.c.id,),
-        reset_tokens.c.expires_at < bindparam("before", type_=DateTime(timezone=True)),
-        _LIMIT,
-    )
-)
+_PURGE_RESET_TOKENS = _purge_expired(PasswordResetToken, reset_tokens)
 
 
 async def purge_expired_reset_tokens(session: AsyncSession, before: datetime, limit: int) -> None:

@@ -42,22 +42,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from opentelemetry.trace import SpanKind, Tracer
-from sqlalchemy import event, exc
+from sqlalchemy import Table, bindparam, event, exc
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import SessionTransaction
 from sqlalchemy.sql import Executable, Select
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.util import await_
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.core.greenlets import run_in_greenlet
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
@@ -101,6 +105,18 @@ def compile_statement(statement: Executable, *, plain_read: bool = False) -> Sta
     if plain_read and (not isinstance(statement, Select) or _LOCKING_CLAUSE.search(sql)):
         raise ValueError(f"not a plain read: {sql}")
     return Statement(sql=sql, params=tuple(compiled.positiontup or ()), plain_read=plain_read)
+
+
+def row_columns(table: Table, row_type: type[DataclassInstance]) -> tuple[ColumnElement[Any], ...]:
+    """The table's columns the dataclass `row_type` has fields for, in its order: a SELECT of
+    these returns rows that `row_type(**row)` takes."""
+    return tuple(table.c[field.name] for field in fields(row_type))
+
+
+def bound_columns(table: Table, *columns: str) -> dict[str, BindParameter[Any]]:
+    """`{column: bindparam(column)}` for `insert(table).values(...)`, each typed as its column:
+    an INSERT whose values are named after the columns they fill."""
+    return {name: bindparam(name, type_=table.c[name].type) for name in columns}
 
 
 # -- tracing -------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from typing import Any
 import asyncpg
 from sqlalchemy import (
     BigInteger,
-    DateTime,
     Table,
     Uuid,
     bindparam,
@@ -30,11 +29,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.core.statements import (
     Statement,
+    bound_columns,
     compile_statement,
     execute,
     execute_standalone,
     fetch,
     fetch_one,
+    row_columns,
 )
 from service.core.tables import utcnow
 from service.users.models import User, UserAccount, UserRecord, normalize_email
@@ -56,15 +57,8 @@ def is_email_conflict(error: IntegrityError) -> bool:
 
 users: Table = User.metadata.tables["users"]
 
-_PUBLIC = (
-    users.c.id,
-    users.c.email,
-    users.c.full_name,
-    users.c.is_active,
-    users.c.is_superuser,
-    users.c.created_at,
-)
-_ACCOUNT = (*_PUBLIC, users.c.hashed_password, users.c.credentials_generation)
+_PUBLIC = row_columns(users, UserRecord)
+_ACCOUNT = row_columns(users, UserAccount)
 _USER_ID = bindparam("user_id", type_=Uuid)
 _THIS_USER = users.c.id == _USER_ID
 # lower() on both sides: the unique index is on lower(email) (see User), so this is its lookup.
@@ -72,11 +66,11 @@ _THIS_EMAIL = func.lower(users.c.email) == func.lower(bindparam("email"))
 
 
 def _record(row: asyncpg.Record) -> UserRecord:
-    return UserRecord(**row)  # the row's columns are _PUBLIC: the record's fields, by name
+    return UserRecord(**row)  # a row of _PUBLIC columns
 
 
 def _account(row: asyncpg.Record) -> UserAccount:
-    return UserAccount(**row)  # _ACCOUNT: the account's fields, by name
+    return UserAccount(**row)  # a row of _ACCOUNT columns
 
 
 # Every authenticated request runs this one: the id is known, so it is not read back. A plain
@@ -148,18 +142,20 @@ async def list_users(
     return [_record(row) for row in rows], int(counted[0])
 
 
+# Every column of a new account, each value named after its column.
+_NEW_ACCOUNT_COLUMNS = (
+    "id",
+    "email",
+    "hashed_password",
+    "full_name",
+    "is_active",
+    "is_superuser",
+    "created_at",
+    "credentials_generation",
+)
 _INSERT_IF_ABSENT = compile_statement(
     insert(users)
-    .values(
-        id=bindparam("id", type_=Uuid),
-        email=bindparam("email"),
-        hashed_password=bindparam("hashed_password"),
-        full_name=bindparam("full_name"),
-        is_active=bindparam("is_active"),
-        is_superuser=bindparam("is_superuser"),
-        created_at=bindparam("created_at", type_=DateTime(timezone=True)),
-        credentials_generation=bindparam("credentials_generation"),
-    )
+    .values(bound_columns(users, *_NEW_ACCOUNT_COLUMNS))
     .on_conflict_do_nothing(index_elements=[func.lower(users.c.email)])
 )
 
@@ -192,18 +188,8 @@ async def add_user(session: AsyncSession, account: UserAccount) -> bool:
     ON CONFLICT DO NOTHING, so a duplicate, or a race lost to another insert, aborts nothing.
     A whole write by itself (execute_standalone): one round trip in a session with no
     transaction open."""
-    tag = await execute_standalone(
-        session,
-        _INSERT_IF_ABSENT,
-        id=account.id,
-        email=account.email,
-        hashed_password=account.hashed_password,
-        full_name=account.full_name,
-        is_active=account.is_active,
-        is_superuser=account.is_superuser,
-        created_at=account.created_at,
-        credentials_generation=account.credentials_generation,
-    )
+    values = {column: getattr(account, column) for column in _NEW_ACCOUNT_COLUMNS}
+    tag = await execute_standalone(session, _INSERT_IF_ABSENT, **values)
     return tag == "INSERT 0 1"
 
 
