@@ -36,6 +36,7 @@ from service.core.statements import (
     fetch,
     fetch_one,
     row_columns,
+    rows_affected,
 )
 from service.core.tables import utcnow
 from service.users.models import User, UserAccount, UserRecord, normalize_email
@@ -189,8 +190,7 @@ async def add_user(session: AsyncSession, account: UserAccount) -> bool:
     A whole write by itself (execute_standalone): one round trip in a session with no
     transaction open."""
     values = {column: getattr(account, column) for column in _NEW_ACCOUNT_COLUMNS}
-    tag = await execute_standalone(session, _INSERT_IF_ABSENT, **values)
-    return tag == "INSERT 0 1"
+    return rows_affected(await execute_standalone(session, _INSERT_IF_ABSENT, **values)) == 1
 
 
 # What an account change may set; one statement per combination (31), compiled at import.
